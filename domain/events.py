@@ -1,0 +1,408 @@
+"""The wire format (SPEC section 3) as frozen pydantic v2 models, and the decoding of raw messages.
+
+Decoding follows the rejection check order of SPEC section 7 for the message itself:
+
+1. ``too_large`` (more than 64 KiB; not parsed), then ``invalid_json`` (including bytes that are not
+   UTF-8, lone surrogate escapes and the non-JSON literals NaN/Infinity);
+2. the duplicate check belongs to the engine (it needs state): :func:`parse` returns the readable
+   ``event_id`` (any JSON string) so the engine can check it before the schema;
+3. the schema (:func:`validate`): first the envelope fields common to every type
+   (``schema_violation``), then the type (``unknown_type``), then the version
+   (``unsupported_schema_version``), then the type's own fields and ``data`` (``schema_violation``).
+
+Instants are integer microseconds since the epoch (see :mod:`domain.timefmt`), durations are integer
+microseconds, authorized hours are :class:`~decimal.Decimal` with at most 2 decimals.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints, ValidationError, model_validator
+
+from domain import reasons as R
+from domain.timefmt import DAY, HOUR, parse_duration, parse_instant
+
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_ADMIN_TEXT = 2000
+MAX_AUTHORIZED_HOURS = Decimal(100000)
+MAX_MEETING_LENGTH = DAY
+
+ORG_SET = "organization.session_management_set"
+PROGRAM_CREATED = "program.created"
+SETTINGS_UPDATED = "program.settings_updated"
+PATH_HOURS_SET = "path.authorized_hours_set"
+SCHEDULED = "meeting.scheduled"
+RESCHEDULED = "meeting.rescheduled"
+CANCELED = "meeting.canceled"
+CONFIRMATION = "meeting.confirmation_submitted"
+DISPUTED = "meeting.disputed"
+DISPUTE_RESOLVED = "meeting.dispute_resolved"
+
+ADMIN_TYPES = frozenset({ORG_SET, PROGRAM_CREATED, SETTINGS_UPDATED})
+MEETING_TYPES = frozenset({SCHEDULED, RESCHEDULED, CANCELED, CONFIRMATION, DISPUTED, DISPUTE_RESOLVED})
+
+Role = Literal["participant", "facilitator", "program_admin", "support", "system"]
+
+#: who may send each event type (SPEC section 3); any other role is ``forbidden``
+ALLOWED_ROLES: dict[str, frozenset[str]] = {
+    ORG_SET: frozenset({"support"}),
+    PROGRAM_CREATED: frozenset({"program_admin", "support"}),
+    SETTINGS_UPDATED: frozenset({"support"}),
+    PATH_HOURS_SET: frozenset({"program_admin", "support"}),
+    SCHEDULED: frozenset({"participant", "facilitator", "program_admin", "system"}),
+    RESCHEDULED: frozenset({"participant", "facilitator", "program_admin", "system"}),
+    CANCELED: frozenset({"participant", "facilitator", "program_admin", "system"}),
+    CONFIRMATION: frozenset({"participant", "program_admin"}),
+    DISPUTED: frozenset({"facilitator", "participant"}),
+    DISPUTE_RESOLVED: frozenset({"program_admin", "support"}),
+}
+
+
+# ---------------------------------------------------------------------------------------------- types
+
+
+def _instant(value: Any) -> int:
+    if type(value) is not str:
+        raise ValueError("expected an RFC 3339 string")
+    return parse_instant(value)
+
+
+def _bounded_duration(low: int, high: int) -> Any:
+    def check(value: Any) -> int:
+        if type(value) is not str:
+            raise ValueError("expected an ISO-8601 duration string")
+        us = parse_duration(value)
+        if not low <= us <= high:
+            raise ValueError("duration out of bounds")
+        return us
+
+    return check
+
+
+def _hours(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    if type(value) is int:
+        value = Decimal(value)
+    elif type(value) is float:  # only when a caller parsed JSON without parse_float=Decimal
+        value = Decimal(repr(value))
+    elif type(value) is not Decimal:
+        raise ValueError("expected a number")
+    if not value.is_finite() or value < 0 or value > MAX_AUTHORIZED_HOURS:
+        raise ValueError("authorized_hours must be between 0 and 100000")
+    if value != value.quantize(Decimal("0.01")):
+        raise ValueError("authorized_hours has more than 2 decimals")
+    return value.quantize(Decimal("0.01")).normalize() + 0  # canonical, no negative zero
+
+
+Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+Instant = Annotated[int, BeforeValidator(_instant)]
+LateCancelWindow = Annotated[int, BeforeValidator(_bounded_duration(HOUR, 30 * DAY))]
+AutoConfirmWindow = Annotated[int, BeforeValidator(_bounded_duration(HOUR, 90 * DAY))]
+Hours = Annotated[Decimal | None, BeforeValidator(_hours)]
+AdminText = Annotated[str, StringConstraints(max_length=MAX_ADMIN_TEXT)]
+
+_CONFIG = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+
+class _Model(BaseModel):
+    model_config = _CONFIG
+
+
+class Actor(_Model):
+    id: Id
+    role: Role
+
+
+class Envelope(_Model):
+    """The fields every event carries, whatever its type."""
+
+    event_id: Id
+    type: str
+    schema_version: int
+    occurred_at: Instant
+    org_id: Id
+    actor: Actor
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+class OrgData(_Model):
+    enabled: bool
+
+
+class ProgramCreatedData(_Model):
+    name: str | None = None
+    session_verification: bool
+    late_cancel_window: LateCancelWindow | None
+    authorized_hours: Hours
+    auto_confirm_window: AutoConfirmWindow | None = None
+
+    @model_validator(mode="after")
+    def _auto_confirm_required(self) -> ProgramCreatedData:
+        if self.session_verification and self.auto_confirm_window is None:
+            raise ValueError("auto_confirm_window is required when session_verification is on")
+        return self
+
+
+class SettingsUpdatedData(_Model):
+    late_cancel_window: LateCancelWindow | None = None
+    auto_confirm_window: AutoConfirmWindow | None = None
+    authorized_hours: Hours = None
+
+    @model_validator(mode="after")
+    def _one_or_more(self) -> SettingsUpdatedData:
+        present = self.model_fields_set
+        if not present & {"late_cancel_window", "auto_confirm_window", "authorized_hours"}:
+            raise ValueError("at least one of late_cancel_window, auto_confirm_window, authorized_hours")
+        if "auto_confirm_window" in present and self.auto_confirm_window is None:
+            raise ValueError("auto_confirm_window may not be null")
+        return self
+
+    def has(self, field: str) -> bool:
+        return field in self.model_fields_set
+
+
+class PathHoursData(_Model):
+    authorized_hours: Hours
+    note: AdminText | None = None
+
+
+def _check_span(start: int, end: int) -> None:
+    if not start < end:
+        raise ValueError("start must be before end")
+    if end - start > MAX_MEETING_LENGTH:
+        raise ValueError("a meeting is at most 24 h long")
+
+
+class ScheduledData(_Model):
+    meeting_id: Id
+    start: Instant
+    end: Instant
+
+    @model_validator(mode="after")
+    def _span(self) -> ScheduledData:
+        _check_span(self.start, self.end)
+        return self
+
+
+class RescheduledData(_Model):
+    meeting_id: Id
+    new_meeting_id: Id
+    new_start: Instant
+    new_end: Instant
+
+    @model_validator(mode="after")
+    def _span(self) -> RescheduledData:
+        _check_span(self.new_start, self.new_end)
+        return self
+
+
+class CanceledData(_Model):
+    meeting_id: Id
+    reason: str | None = None
+
+
+class ConfirmationData(_Model):
+    meeting_id: Id
+    occurred: bool
+
+
+class DisputedData(_Model):
+    meeting_id: Id
+    comment: AdminText | None = None
+
+
+class DisputeResolvedData(_Model):
+    meeting_id: Id
+    outcome: Literal["upheld", "rejected"]
+    note: AdminText | None = None
+
+
+# --------------------------------------------------------------------------------------------- events
+
+
+def _no_path_id(data: Any) -> Any:
+    if isinstance(data, dict) and "path_id" in data:
+        raise ValueError("path_id must be absent on organization and program events")
+    return data
+
+
+class OrganizationSessionManagementSet(Envelope):
+    type: Literal["organization.session_management_set"]
+    data: OrgData
+
+    _absent = model_validator(mode="before")(_no_path_id)
+
+
+class ProgramCreated(Envelope):
+    type: Literal["program.created"]
+    program_id: Id
+    data: ProgramCreatedData
+
+    _absent = model_validator(mode="before")(_no_path_id)
+
+
+class ProgramSettingsUpdated(Envelope):
+    type: Literal["program.settings_updated"]
+    program_id: Id
+    data: SettingsUpdatedData
+
+    _absent = model_validator(mode="before")(_no_path_id)
+
+
+class _PathEvent(Envelope):
+    program_id: Id
+    path_id: Id
+
+
+class PathAuthorizedHoursSet(_PathEvent):
+    type: Literal["path.authorized_hours_set"]
+    data: PathHoursData
+
+
+class MeetingScheduled(_PathEvent):
+    type: Literal["meeting.scheduled"]
+    data: ScheduledData
+
+
+class MeetingRescheduled(_PathEvent):
+    type: Literal["meeting.rescheduled"]
+    data: RescheduledData
+
+
+class MeetingCanceled(_PathEvent):
+    type: Literal["meeting.canceled"]
+    data: CanceledData
+
+
+class MeetingConfirmationSubmitted(_PathEvent):
+    type: Literal["meeting.confirmation_submitted"]
+    data: ConfirmationData
+
+
+class MeetingDisputed(_PathEvent):
+    type: Literal["meeting.disputed"]
+    data: DisputedData
+
+
+class MeetingDisputeResolved(_PathEvent):
+    type: Literal["meeting.dispute_resolved"]
+    data: DisputeResolvedData
+
+
+AdminEvent = OrganizationSessionManagementSet | ProgramCreated | ProgramSettingsUpdated
+MeetingEvent = (
+    MeetingScheduled
+    | MeetingRescheduled
+    | MeetingCanceled
+    | MeetingConfirmationSubmitted
+    | MeetingDisputed
+    | MeetingDisputeResolved
+)
+PathEvent = PathAuthorizedHoursSet | MeetingEvent
+Event = AdminEvent | PathEvent
+
+EVENT_MODELS: dict[str, type[Envelope]] = {
+    ORG_SET: OrganizationSessionManagementSet,
+    PROGRAM_CREATED: ProgramCreated,
+    SETTINGS_UPDATED: ProgramSettingsUpdated,
+    PATH_HOURS_SET: PathAuthorizedHoursSet,
+    SCHEDULED: MeetingScheduled,
+    RESCHEDULED: MeetingRescheduled,
+    CANCELED: MeetingCanceled,
+    CONFIRMATION: MeetingConfirmationSubmitted,
+    DISPUTED: MeetingDisputed,
+    DISPUTE_RESOLVED: MeetingDisputeResolved,
+}
+
+
+# ------------------------------------------------------------------------------------------- decoding
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A message rejected before it reached the engine's state checks."""
+
+    reason: str
+    detail: str
+    event_id: str | None = None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_loads = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant).decode
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def parse(raw: bytes | None) -> dict[str, Any] | Invalid:
+    """Bytes of one message -> its JSON object, or why it is not one (check 1 of SPEC section 7)."""
+    if raw is None:
+        return Invalid(R.INVALID_JSON, "empty message (null value)")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        return Invalid(R.TOO_LARGE, f"{len(raw)} bytes; at most {MAX_MESSAGE_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+        obj = _loads(text)
+    except UnicodeDecodeError as exc:
+        return Invalid(R.INVALID_JSON, f"not UTF-8: {exc.reason} at byte {exc.start}")
+    except ValueError as exc:
+        return Invalid(R.INVALID_JSON, str(exc)[:200])
+    except RecursionError:
+        return Invalid(R.INVALID_JSON, "nested too deeply")
+    if "\\u" in text and _has_lone_surrogate(obj):
+        return Invalid(R.INVALID_JSON, "lone UTF-16 surrogate escape")
+    if type(obj) is not dict:
+        return Invalid(R.SCHEMA_VIOLATION, "a message must be a JSON object")
+    return obj
+
+
+def readable_event_id(obj: dict[str, Any]) -> str | None:
+    """The ``event_id`` used for duplicate detection and reports: any JSON string, else None."""
+    value = obj.get("event_id")
+    return value if type(value) is str else None
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "message"
+    return f"{loc}: {err['msg']}"[:300]
+
+
+def validate(obj: dict[str, Any]) -> Event | Invalid:
+    """A parsed JSON object -> a typed event, or the schema reason (check 3 of SPEC section 7)."""
+    event_type = obj.get("type")
+    version = obj.get("schema_version")
+    model = EVENT_MODELS.get(event_type) if type(event_type) is str else None
+    if model is not None and version == 1 and type(version) is int:
+        try:
+            return model.model_validate(obj)  # type: ignore[return-value]
+        except ValidationError as exc:
+            return Invalid(R.SCHEMA_VIOLATION, _first_error(exc), readable_event_id(obj))
+    event_id = readable_event_id(obj)
+    try:
+        Envelope.model_validate(obj)
+    except ValidationError as exc:
+        return Invalid(R.SCHEMA_VIOLATION, _first_error(exc), event_id)
+    if model is None:
+        return Invalid(R.UNKNOWN_TYPE, f"unknown type {event_type!r}", event_id)
+    return Invalid(R.UNSUPPORTED_SCHEMA_VERSION, f"schema_version {version}; only 1 is supported", event_id)
+
+
+def role_allowed(event: Event) -> bool:
+    """Check 4 of SPEC section 7: may the actor's role send this event type?"""
+    return event.actor.role in ALLOWED_ROLES[event.type]

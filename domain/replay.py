@@ -1,0 +1,85 @@
+"""`session-tally replay`: the whole engine over a sequence of messages, without Kafka (SPEC section 6).
+
+Input is streamed: memory grows with the state (entities, seen event ids, waiting events, rejections),
+not with the input. Waiting events still waiting at the end are rejected with ``unknown_program`` /
+``unknown_meeting`` and listed after all the other rejections, by line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from domain.engine import REJECTED, expire_parked, process_message
+from domain.lifecycle import status_at
+from domain.model import STATUS_INDEX, STATUSES, State
+from domain.tally import meeting_document, tally
+
+_BLANK = b" \t\r\n"
+
+
+class Replay:
+    """Feed it lines (bytes, without the newline) in order, then ask for the document at time T."""
+
+    __slots__ = ("counts", "rejected", "state")
+
+    # ``counts`` tallies outcomes as they happen: a waiting event counts once as parked and once more
+    # under its final outcome when it is retried.
+
+    def __init__(self) -> None:
+        self.state = State()
+        self.rejected: list[tuple[int, str | None, str]] = []
+        self.counts: dict[str, int] = {}
+
+    def feed(self, raw: bytes, line: int) -> None:
+        if not raw.strip(_BLANK):
+            return  # blank lines are not messages
+        for outcome in process_message(self.state, raw, line):
+            self.counts[outcome.kind] = self.counts.get(outcome.kind, 0) + 1
+            if outcome.kind == REJECTED:
+                self.rejected.append((outcome.ref, outcome.event_id, outcome.reason))  # type: ignore[arg-type]
+
+    def feed_lines(self, lines: Iterable[bytes]) -> None:
+        for number, raw in enumerate(lines, start=1):
+            self.feed(raw.rstrip(b"\n"), number)
+
+    def document(self, at: int) -> dict[str, Any]:
+        state = self.state
+        expired = expire_parked(state, lambda _item: True)
+        rejected = sorted(self.rejected, key=lambda r: r[0])
+        rejected += sorted(((o.ref, o.event_id, o.reason) for o in expired), key=lambda r: r[0])  # type: ignore[misc]
+
+        n = len(STATUSES)
+        per_path: dict[str, tuple[list[int], list[int]]] = {}
+        meetings: list[dict[str, Any]] = []
+        for meeting_id in sorted(state.meetings):
+            meeting = state.meetings[meeting_id]
+            path = state.paths[meeting.path_id]
+            program = state.programs[path.program_id]
+            status = status_at(meeting, program, at)
+            counts, minutes = per_path.get(path.path_id) or per_path.setdefault(path.path_id, ([0] * n, [0] * n))
+            i = STATUS_INDEX[status]
+            counts[i] += 1
+            minutes[i] += meeting.minutes
+            meetings.append(meeting_document(meeting, status, meeting.dispute_open))
+
+        tallies = []
+        for path_id in sorted(state.paths):
+            path = state.paths[path_id]
+            program = state.programs[path.program_id]
+            if not program.session_verification:
+                continue
+            counts, minutes = per_path.get(path_id, ([0] * n, [0] * n))
+            tallies.append(tally(path, program, counts, minutes, at, path.changes))
+        return {
+            "tallies": tallies,
+            "meetings": meetings,
+            "rejected": [{"line": line, "event_id": eid, "reason": reason} for line, eid, reason in rejected],
+        }
+
+
+def replay(lines: Iterable[bytes], at: int) -> dict[str, Any]:
+    """Replay an iterable of lines (bytes, with or without trailing newline) and evaluate at ``at``."""
+    r = Replay()
+    r.feed_lines(lines)
+    return r.document(at)

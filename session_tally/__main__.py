@@ -1,0 +1,5 @@
+import sys
+
+from session_tally.cli import main
+
+sys.exit(main())

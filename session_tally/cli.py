@@ -1,0 +1,67 @@
+"""The `session-tally` command line.
+
+Each sub-command lives in its own module exposing ``register(subparsers)``; modules import their heavy
+dependencies (FastStream, aiokafka, SQLAlchemy) inside the functions that need them, so that
+``session-tally replay`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (module, description) in the order shown by --help
+COMMAND_MODULES = [
+    "session_tally.cmd_replay",
+    "session_tally.services",
+    "session_tally.topics",
+    "session_tally.cmd_db",
+    "session_tally.cmd_worker",
+    "session_tally.cmd_publish",
+    "session_tally.cmd_snapshot",
+    "session_tally.cmd_simulate",
+    "session_tally.bench",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="session-tally",
+        description=(
+            "Session management backend: consumes meeting and program events from Kafka, applies each "
+            "program's late-cancel and auto-confirm policy, keeps state in PostgreSQL and publishes per-path "
+            "hour tallies and meeting statuses."
+        ),
+        epilog="Run 'session-tally COMMAND --help' for the options of one command.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a command not built yet
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except BrokenPipeError:  # e.g. `session-tally replay ... | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

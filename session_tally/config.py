@@ -1,0 +1,68 @@
+"""Settings read from the environment (the only place that reads it).
+
+Every variable is documented in README.md ("Configuration").
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_KAFKA = "127.0.0.1:9092"
+DEFAULT_DATABASE_URL = "postgresql+psycopg://session_tally:session_tally@127.0.0.1:54320/session_tally"
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "")
+    return value if value else default
+
+
+@dataclass(frozen=True)
+class Topics:
+    admin_events: str = "session-mgmt.admin-events"
+    path_events: str = "session-mgmt.path-events"
+    path_tallies: str = "session-mgmt.path-tallies"
+    meeting_statuses: str = "session-mgmt.meeting-statuses"
+    rejected: str = "session-mgmt.rejected"
+
+    @classmethod
+    def from_env(cls, prefix: str | None = None) -> Topics:
+        p = _env("SESSION_TALLY_TOPIC_PREFIX", "") if prefix is None else prefix
+        return cls(
+            admin_events=p + _env("SESSION_TALLY_ADMIN_TOPIC", cls.admin_events),
+            path_events=p + _env("SESSION_TALLY_PATH_TOPIC", cls.path_events),
+            path_tallies=p + _env("SESSION_TALLY_TALLIES_TOPIC", cls.path_tallies),
+            meeting_statuses=p + _env("SESSION_TALLY_STATUSES_TOPIC", cls.meeting_statuses),
+            rejected=p + _env("SESSION_TALLY_REJECTED_TOPIC", cls.rejected),
+        )
+
+    @property
+    def inputs(self) -> tuple[str, str]:
+        return (self.admin_events, self.path_events)
+
+    @property
+    def outputs(self) -> tuple[str, str, str]:
+        return (self.path_tallies, self.meeting_statuses, self.rejected)
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap_servers: str = DEFAULT_KAFKA
+    database_url: str = DEFAULT_DATABASE_URL
+    db_schema: str = "public"
+    group_id: str = "session-tally"
+    topics: Topics = field(default_factory=Topics)
+    input_partitions: int = 6
+    park_timeout_s: float = 300.0
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            kafka_bootstrap_servers=_env("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_KAFKA),
+            database_url=_env("DATABASE_URL", DEFAULT_DATABASE_URL),
+            db_schema=_env("SESSION_TALLY_DB_SCHEMA", "public"),
+            group_id=_env("SESSION_TALLY_GROUP_ID", "session-tally"),
+            topics=Topics.from_env(),
+            input_partitions=int(_env("SESSION_TALLY_INPUT_PARTITIONS", "6")),
+            park_timeout_s=float(_env("SESSION_TALLY_PARK_TIMEOUT_S", "300")),
+        )
