@@ -68,19 +68,50 @@ class Outcome:
         return self.reason if self.kind == PARKED else None
 
 
+def decode(raw: bytes | None) -> tuple[str | None, Any]:
+    """The stateless part of the checks (1 and 3): (readable event_id, typed event or Invalid).
+
+    The pipeline decodes a whole batch first to learn which rows it must load; the duplicate check
+    (2) still runs before the schema verdict is used, in :func:`process_decoded`.
+    """
+    parsed = E.parse(raw)
+    if isinstance(parsed, E.Invalid):
+        return None, parsed
+    return E.readable_event_id(parsed), E.validate(parsed)
+
+
 def process_message(state: State, raw: bytes | None, ref: Any = None) -> list[Outcome]:
     """Run one raw message through every check; returns its outcome and those of retried events."""
     parsed = E.parse(raw)
     if isinstance(parsed, E.Invalid):
         return [Outcome(REJECTED, None, parsed.reason, parsed.detail, ref)]
     event_id = E.readable_event_id(parsed)
+    return _process_checked(state, event_id, parsed, ref, validated=False)
+
+
+def process_decoded(state: State, event_id: str | None, decoded: Any, ref: Any = None) -> list[Outcome]:
+    """Like :func:`process_message` for the result of :func:`decode`."""
+    if event_id is None and isinstance(decoded, E.Invalid):
+        return [Outcome(REJECTED, decoded.event_id, decoded.reason, decoded.detail, ref)]
+    return _process_checked(state, event_id, decoded, ref, validated=True)
+
+
+def release_waiting(state: State, keys: list[tuple[str, str]]) -> list[Outcome]:
+    """Retry, in arrival order, the events waiting for these (kind, key) pairs (pipeline safety net
+    for programs or meetings that came into existence without releasing their waiters)."""
+    outcomes: list[Outcome] = []
+    _drain(state, keys, outcomes)
+    return outcomes
+
+
+def _process_checked(state: State, event_id: str | None, parsed: Any, ref: Any, validated: bool) -> list[Outcome]:
     if event_id is not None:
         if event_id in state.seen:
             return [Outcome(DUPLICATE, event_id, ref=ref)]
         state.seen.add(event_id)
         if state.changes is not None:
             state.changes.seen.append(event_id)
-    event = E.validate(parsed)
+    event = parsed if validated else E.validate(parsed)
     if isinstance(event, E.Invalid):
         return [Outcome(REJECTED, event_id, event.reason, event.detail, ref)]
     if not E.role_allowed(event):
