@@ -1,0 +1,56 @@
+# Developer entry points. `make test` is what CI runs (see .ci/run).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+ST := $(BIN)/session-tally
+
+.PHONY: help venv up down status topics test lint demo bench
+
+help:
+	@echo "make venv    create .venv (python3.11) and pip install -e '.[test]' (again when pyproject.toml changes)"
+	@echo "make up      start Kafka (127.0.0.1:9092) and PostgreSQL (127.0.0.1:54320); writes .services/env"
+	@echo "make down    stop what 'make up' started"
+	@echo "make status  show whether the services run (exit 3 when not both)"
+	@echo "make topics  create the input and output topics"
+	@echo "make test    make up, then run the whole test suite against the real services"
+	@echo "make lint    ruff check + mypy"
+	@echo "make demo    start everything and create the topics"
+	@echo "make bench   run the benchmark"
+
+# The stamp is newer than pyproject.toml once the install succeeded; a failed install leaves no stamp.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+up: venv
+	$(ST) services up
+
+down: venv
+	$(ST) services down
+
+status: venv
+	$(ST) services status
+
+topics: up
+	. .services/env && $(ST) topics create
+
+test: up
+	. .services/env && $(BIN)/pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# Placeholder: the pipeline will extend this into a full round trip (publish, worker, tallies).
+demo: venv
+	$(ST) services up && . .services/env && $(ST) topics create
+
+bench: up
+	. .services/env && $(ST) bench

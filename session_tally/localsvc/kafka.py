@@ -1,0 +1,360 @@
+"""A single-node Apache Kafka broker (KRaft, combined broker + controller) from Maven Central jars.
+
+Layout (``S`` is the services directory, ``C`` the user cache):
+
+- ``C/kafka-<version>/lib/``: the broker's classpath, resolved by Maven from ``session_tally/kafka/pom.xml``
+  (``lib/.resolved`` lists the jars and the POM's hash; anything else means "resolve again").
+- ``S/kafka/server.properties`` (rewritten on every start), ``S/kafka/cluster-id``, ``S/kafka/data/`` (the
+  log directory, formatted once), ``S/kafka/logs/server.log`` (log4j), ``S/kafka/kafka.out`` (the JVM's
+  own stdout/stderr) and ``S/kafka/kafka.pid``.
+
+The broker listens on 127.0.0.1:9092 (clients) and 127.0.0.1:9093 (controller) only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from importlib import resources
+from pathlib import Path
+
+from session_tally.localsvc.proc import (
+    HOST,
+    ServiceError,
+    apt_install,
+    cache_dir,
+    cmdline,
+    file_lock,
+    find_process,
+    log_excerpt,
+    pid_alive,
+    port_open,
+    read_pid,
+    run,
+    say,
+    terminate,
+)
+
+KAFKA_VERSION = os.environ.get("SESSION_TALLY_KAFKA_VERSION", "") or "4.4.0"
+KAFKA_PORT = 9092
+CONTROLLER_PORT = 9093
+READY_DEADLINE_S = 90.0
+STOP_DEADLINE_S = 60.0
+HEAP_OPTS = ["-Xms128m", "-Xmx512m"]
+JVM_OPTS = [
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-Djava.awt.headless=true",
+]
+MAIN_CLASS = "kafka.Kafka"
+READY_LINE = "Kafka Server started"
+
+BOOTSTRAP = f"{HOST}:{KAFKA_PORT}"
+
+
+def new_cluster_id() -> str:
+    """22 characters of URL-safe base64 (a random UUID), never starting with '-' (StorageTool's rule)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
+
+
+def server_properties(data_dir: Path) -> str:
+    """The broker configuration: Kafka's defaults except what a single local node needs."""
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{HOST}:{CONTROLLER_PORT}",
+        "listeners": f"PLAINTEXT://{HOST}:{KAFKA_PORT},CONTROLLER://{HOST}:{CONTROLLER_PORT}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{KAFKA_PORT}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        # one broker: every internal topic has one replica
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        # tests start consumer groups all the time: no 3 s wait before the first assignment
+        "group.initial.rebalance.delay.ms": "0",
+        # the cleaner (compacted topics) would otherwise take 128 MB of the 512 MB heap
+        "log.cleaner.dedupe.buffer.size": "2097152",
+        # topics are created by `session-tally topics create`, never by a typo in a producer
+        "auto.create.topics.enable": "false",
+        "num.partitions": "6",
+    }
+    lines = ["# Written by `session-tally services up` on every start; edits are overwritten."]
+    lines += [f"{key}={value}" for key, value in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+class LocalKafka:
+    def __init__(self, services: Path, version: str = KAFKA_VERSION) -> None:
+        self.version = version
+        self.root = services / "kafka"
+        self.data = self.root / "data"
+        self.logs = self.root / "logs"
+        self.server_log = self.logs / "server.log"
+        self.stdout_log = self.root / "kafka.out"
+        self.pid_file = self.root / "kafka.pid"
+        self.properties = self.root / "server.properties"
+        self.log4j = self.root / "log4j2.properties"
+        self.cluster_id_file = self.root / "cluster-id"
+        self.home = cache_dir() / f"kafka-{version}"
+        self.lib = self.home / "lib"
+
+    # --- state -------------------------------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        """The recorded pid, when that process is alive and is our broker."""
+        pid = read_pid(self.pid_file)
+        if pid is None or not pid_alive(pid):
+            return None
+        if MAIN_CLASS not in cmdline(pid) or str(self.properties) not in cmdline(pid):
+            return None  # the pid was reused by an unrelated process
+        return pid
+
+    def ready(self) -> bool:
+        return port_open(KAFKA_PORT)
+
+    def foreign(self) -> tuple[int, str] | None:
+        """A broker that `session-tally services` started from another directory: (pid, its state dir)."""
+        found = find_process(MAIN_CLASS, "/kafka/server.properties")
+        if found is None or found[0] == self.pid():
+            return None
+        properties = next((arg for arg in found[1].split() if arg.endswith("/kafka/server.properties")), "")
+        return found[0], str(Path(properties).parent.parent)
+
+    def describe(self) -> tuple[bool, str]:
+        pid = self.pid()
+        if pid is None:
+            if port_open(KAFKA_PORT):
+                other = self.foreign()
+                if other is not None:
+                    return True, f"running (pid {other[0]}) on {BOOTSTRAP}, started from {other[1]}, not here"
+                return False, f"not started from {self.root}, but something else listens on {BOOTSTRAP}"
+            return False, "stopped"
+        if self.ready():
+            return True, f"running (pid {pid}) on {BOOTSTRAP}, Kafka {self.version}"
+        return False, f"process {pid} runs but {BOOTSTRAP} does not answer"
+
+    # --- install ----------------------------------------------------------------------------------
+
+    def _java(self) -> str:
+        java = shutil.which("java")
+        if java is None:
+            apt_install(["openjdk-17-jre-headless"], "kafka: no java on PATH")
+            java = shutil.which("java")
+        if java is None:
+            raise ServiceError("kafka: java still not found after installing openjdk-17-jre-headless")
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+        match = re.search(r'version "(\d+)', out)
+        if match and int(match.group(1)) < 17:
+            raise ServiceError(f"kafka: Kafka 4.x needs Java 17 or newer; {java} is {match.group(0)}")
+        return java
+
+    def _mvn(self) -> str:
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            apt_install(["maven"], "kafka: no mvn on PATH (needed once to resolve the broker's jars)")
+            mvn = shutil.which("mvn")
+        if mvn is None:
+            raise ServiceError("kafka: mvn still not found after installing maven")
+        return mvn
+
+    @staticmethod
+    def _packaged(name: str) -> bytes:
+        return (resources.files("session_tally") / "kafka" / name).read_bytes()
+
+    def _lib_complete(self, pom_hash: str) -> bool:
+        marker = self.lib / ".resolved"
+        try:
+            lines = marker.read_text().splitlines()
+        except OSError:
+            return False
+        if not lines or lines[0] != f"pom-sha256={pom_hash}":
+            return False
+        jars = lines[1:]
+        return bool(jars) and all((self.lib / jar).is_file() for jar in jars)
+
+    def ensure_jars(self) -> None:
+        """Resolve the broker's jars into the cache once; again only when missing or incomplete."""
+        pom = self._packaged("pom.xml")
+        pom_hash = hashlib.sha256(pom + self.version.encode()).hexdigest()
+        if self._lib_complete(pom_hash):
+            return
+        with file_lock(self.home / ".lock"):
+            if self._lib_complete(pom_hash):  # another process resolved it meanwhile
+                return
+            mvn = self._mvn()
+            self.home.mkdir(parents=True, exist_ok=True)
+            (self.home / "pom.xml").write_bytes(pom)
+            staging = self.home / "lib.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            say(
+                f"kafka: resolving Apache Kafka {self.version} jars from Maven Central into {self.lib} "
+                "(first time only; ~15 s with a cold ~/.m2)"
+            )
+            started = time.monotonic()
+            run(
+                [
+                    mvn,
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(self.home / "pom.xml"),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={staging}",
+                    f"-Dkafka.version={self.version}",
+                ],
+                what="kafka: mvn dependency:copy-dependencies",
+                cwd=self.home,
+                timeout_s=900,
+            )
+            jars = sorted(p.name for p in staging.glob("*.jar"))
+            if not any(j.startswith(f"kafka_2.13-{self.version}") for j in jars):
+                raise ServiceError(f"kafka: Maven resolved no kafka_2.13-{self.version} jar into {staging}")
+            (staging / ".resolved").write_text("\n".join([f"pom-sha256={pom_hash}", *jars]) + "\n")
+            shutil.rmtree(self.lib, ignore_errors=True)  # never mix two versions in one classpath
+            staging.rename(self.lib)
+            say(f"kafka: resolved {len(jars)} jars in {time.monotonic() - started:.1f} s")
+
+    # --- start / stop -------------------------------------------------------------------------------
+
+    def _classpath(self) -> str:
+        return str(self.lib / "*")
+
+    def _java_cmd(self, java: str, main: str, *args: str) -> list[str]:
+        return [
+            java,
+            *HEAP_OPTS,
+            *JVM_OPTS,
+            f"-Dkafka.logs.dir={self.logs}",
+            f"-Dlog4j2.configurationFile={self.log4j}",
+            "-cp",
+            self._classpath(),
+            main,
+            *args,
+        ]
+
+    def _configure(self) -> None:
+        for directory in (self.root, self.data, self.logs):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.properties.write_text(server_properties(self.data))
+        self.log4j.write_bytes(self._packaged("log4j2.properties"))
+
+    def _format_once(self, java: str) -> None:
+        if (self.data / "meta.properties").exists():
+            return
+        if self.cluster_id_file.exists():
+            cluster_id = self.cluster_id_file.read_text().strip()
+        else:
+            cluster_id = new_cluster_id()
+            self.cluster_id_file.write_text(cluster_id + "\n")
+        say(f"kafka: formatting {self.data} (cluster id {cluster_id})")
+        run(
+            self._java_cmd(
+                java,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.properties),
+                "--ignore-formatted",
+            ),
+            what="kafka: StorageTool format",
+            timeout_s=120,
+        )
+
+    def start(self) -> float | None:
+        """Start the broker unless it runs; return the start-up time in seconds (None: was running)."""
+        if (pid := self.pid()) is not None:
+            if self.ready():
+                say(f"kafka: already running (pid {pid}) on {BOOTSTRAP}")
+                return None
+            say(f"kafka: process {pid} is starting; waiting for {BOOTSTRAP}")
+            return self._wait_ready(pid, time.monotonic(), 0)
+        other = self.foreign()
+        if other is not None and self.ready():
+            say(
+                f"kafka: {BOOTSTRAP} is served by the broker that `session-tally services` started from "
+                f"{other[1]} (pid {other[0]}); using it (`services down` here leaves it alone)"
+            )
+            return None
+        if port_open(KAFKA_PORT) or port_open(CONTROLLER_PORT):
+            raise ServiceError(
+                f"kafka: port {KAFKA_PORT} or {CONTROLLER_PORT} on {HOST} is taken by a process that "
+                f"`session-tally services` did not start from {self.root}; stop it first"
+            )
+        self.ensure_jars()
+        java = self._java()
+        self._configure()
+        self._format_once(java)
+        offset = self.server_log.stat().st_size if self.server_log.exists() else 0
+        say(f"kafka: starting Apache Kafka {self.version} (KRaft, broker+controller) on {BOOTSTRAP}")
+        started = time.monotonic()
+        with self.stdout_log.open("ab") as out:
+            process = subprocess.Popen(
+                self._java_cmd(java, MAIN_CLASS, str(self.properties)),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                start_new_session=True,  # survives this command; not killed by a Ctrl-C in the shell
+            )
+        self.pid_file.write_text(f"{process.pid}\n")
+        return self._wait_ready(process.pid, started, offset)
+
+    def _started_line_seen(self, offset: int) -> bool:
+        try:
+            with self.server_log.open("rb") as log:
+                size = log.seek(0, os.SEEK_END)
+                log.seek(offset if offset <= size else 0)  # after a rollover, read the new file whole
+                return READY_LINE.encode() in log.read()
+        except OSError:
+            return False
+
+    def _wait_ready(self, pid: int, started: float, offset: int) -> float:
+        deadline = started + READY_DEADLINE_S
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                self.pid_file.unlink(missing_ok=True)
+                raise ServiceError(f"kafka: the broker (pid {pid}) exited during start-up\n" + self._logs())
+            if self._started_line_seen(offset) and self.ready():
+                elapsed = time.monotonic() - started
+                say(f"kafka: ready on {BOOTSTRAP} in {elapsed:.1f} s (pid {pid})")
+                return elapsed
+            time.sleep(0.1)
+        raise ServiceError(
+            f"kafka: not ready after {READY_DEADLINE_S:.0f} s (pid {pid} left running; "
+            "`session-tally services down` stops it)\n" + self._logs()
+        )
+
+    def _logs(self) -> str:
+        parts = [log_excerpt("broker log", self.server_log)]
+        if self.stdout_log.exists() and self.stdout_log.stat().st_size:
+            parts.append(log_excerpt("JVM output", self.stdout_log))
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            other = self.foreign()
+            say(f"kafka: not started from {self.root}" + (f"; leaving pid {other[0]} alone" if other else ""))
+            return
+        say(f"kafka: stopping pid {pid} (SIGTERM, controlled shutdown)")
+        terminate(pid, "kafka", STOP_DEADLINE_S)
+        self.pid_file.unlink(missing_ok=True)
