@@ -1,0 +1,64 @@
+"""Connections and migrations.
+
+``DATABASE_URL`` is a SQLAlchemy URL for psycopg 3 (``postgresql+psycopg://user:pw@host:port/db``);
+``SESSION_TALLY_DB_SCHEMA`` selects the schema (tests use one schema per test). ``upgrade`` is safe when
+several workers start at once: it runs under a PostgreSQL advisory lock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+MIGRATION_LOCK = 7_270_011  # pg advisory lock key held while migrating
+
+
+def _url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _connect_args(schema: str) -> dict[str, object]:
+    return {"options": f"-csearch_path={schema}"}
+
+
+def async_engine(url: str, schema: str = "public", pool_size: int = 5) -> AsyncEngine:
+    return create_async_engine(
+        _url(url), connect_args=_connect_args(schema), pool_size=pool_size, max_overflow=2, pool_pre_ping=True
+    )
+
+
+def sync_engine(url: str, schema: str = "public") -> Engine:
+    return create_engine(_url(url), connect_args=_connect_args(schema), pool_pre_ping=True)
+
+
+def upgrade(url: str, schema: str = "public", revision: str = "head") -> str:
+    """Create the schema if needed and run the Alembic migrations up to ``revision``; returns the
+    revision the database is at afterwards."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+
+    engine = sync_engine(url, schema)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
+            try:
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+                conn.commit()
+                cfg = Config(str(Path(__file__).with_name("alembic.ini")))
+                cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                conn.commit()
+                current = MigrationContext.configure(conn).get_current_revision()
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
+                conn.commit()
+    finally:
+        engine.dispose()
+    return current or "base"

@@ -1,0 +1,356 @@
+"""One PostgreSQL transaction per unit of work: a batch of input records, a clock sweep, or the expiry
+of waiting events. Each runs the domain engine on exactly the rows it needs and writes the state, the
+outbox rows and (for input batches) the next input offsets together, so that a crash at any point
+either keeps all of it or none of it, and a redelivered record is recognised by its offset.
+
+Concurrency between workers (READ COMMITTED):
+- ``consumer_offsets`` rows are locked first: one transaction per input partition at a time, and a
+  worker that takes a partition over after a rebalance sees what the previous owner committed;
+- advisory locks on the program ids a batch names (exclusive for the programs it creates, shared for
+  the others, taken in key order) make "park the event, the program is unknown" and "create the program
+  and retry its waiting events" serialise, so no waiting event misses its program;
+- path rows are locked (``FOR UPDATE``, in path_id order) before anything of theirs is read, so two
+  transactions never interleave on one path's meetings, counters or tally version;
+- unique keys (event ids, meeting ids, path ids) catch the remaining races; the transaction is then
+  retried from the start on fresh data (also on deadlock or serialisation failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, bindparam, exists, or_, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain import events as E
+from domain.engine import REJECTED, decode, expire_parked, process_decoded, release_waiting
+from storage import messages as M
+from storage import tables as T
+from storage.rows import LOCAL_SEQ_BASE, Loaded
+
+log = logging.getLogger("session_tally.storage")
+
+RETRYABLE_SQLSTATES = {"40001", "40P01", "23505"}  # serialization failure, deadlock, unique violation
+MAX_ATTEMPTS = 8
+
+
+@dataclass
+class Report:
+    """What one unit of work did (for metrics and logs)."""
+
+    records: int = 0
+    redelivered: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    status_changes: int = 0
+    tallies: int = 0
+    outbox_rows: int = 0
+    attempts: int = 1
+
+
+@dataclass
+class _Keys:
+    event_ids: set[str] = field(default_factory=set)
+    orgs: set[str] = field(default_factory=set)
+    programs: set[str] = field(default_factory=set)
+    created_programs: set[str] = field(default_factory=set)
+    paths: set[str] = field(default_factory=set)
+    meetings: set[str] = field(default_factory=set)
+    created_meetings: set[str] = field(default_factory=set)
+
+    def add(self, event: Any) -> None:
+        kind = event.type
+        if kind == E.ORG_SET:
+            return
+        self.programs.add(event.program_id)
+        if kind == E.PROGRAM_CREATED:
+            self.orgs.add(event.org_id)
+            self.created_programs.add(event.program_id)
+            return
+        if kind == E.SETTINGS_UPDATED:
+            return
+        self.paths.add(event.path_id)
+        if kind == E.PATH_HOURS_SET:
+            return
+        data = event.data
+        self.meetings.add(data.meeting_id)
+        if kind == E.SCHEDULED:
+            self.created_meetings.add(data.meeting_id)
+        elif kind == E.RESCHEDULED:
+            self.meetings.add(data.new_meeting_id)
+            self.created_meetings.add(data.new_meeting_id)
+
+    def wait_keys(self) -> set[tuple[str, str]]:
+        return {("program", p) for p in self.created_programs} | {("meeting", m) for m in self.created_meetings}
+
+
+def _lock_key(kind: str, key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{kind}:{key}".encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+class UnitOfWork:
+    """Runs the engine against PostgreSQL. ``clock()`` gives the current time in µs since the epoch."""
+
+    def __init__(self, engine: AsyncEngine, admin_topic: str, clock: Callable[[], int]) -> None:
+        self.engine = engine
+        self.admin_topic = admin_topic
+        self.clock = clock
+
+    async def _transaction(self, work: Callable[[AsyncConnection], Any]) -> Any:
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                async with self.engine.begin() as conn:
+                    result = await work(conn)
+                if isinstance(result, Report):
+                    result.attempts = attempt
+                return result
+            except DBAPIError as exc:
+                if not _retryable(exc) or attempt == MAX_ATTEMPTS:
+                    raise
+                log.info("retrying a transaction after %s (attempt %d)", getattr(exc.orig, "sqlstate", "?"), attempt)
+                await asyncio.sleep(0.01 * attempt)
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------------------- input batches
+
+    async def process_batch(self, records: Sequence[M.SourceRecord]) -> Report:
+        """Apply a batch of input records (any mix of partitions of both input topics)."""
+        return await self._transaction(lambda conn: self._batch(conn, records, ()))  # type: ignore[no-any-return]
+
+    async def release_ready(self, limit: int = 200) -> Report:
+        """Safety net: retry waiting events whose program or meeting exists (normally they are retried
+        in the transaction that created it)."""
+
+        async def work(conn: AsyncConnection) -> Report:
+            p = T.parked
+            ready = (
+                select(p.c.wait_kind, p.c.wait_key)
+                .where(
+                    or_(
+                        and_(p.c.wait_kind == "program", exists().where(T.programs.c.program_id == p.c.wait_key)),
+                        and_(p.c.wait_kind == "meeting", exists().where(T.meetings.c.meeting_id == p.c.wait_key)),
+                    )
+                )
+                .distinct()
+                .limit(limit)
+            )
+            keys = [(r.wait_kind, r.wait_key) for r in await conn.execute(ready)]
+            if not keys:
+                return Report()
+            return await self._batch(conn, (), keys)
+
+        return await self._transaction(work)  # type: ignore[no-any-return]
+
+    async def _batch(
+        self, conn: AsyncConnection, records: Iterable[M.SourceRecord], release: Sequence[tuple[str, str]]
+    ) -> Report:
+        report = Report()
+        records = list(records)
+        report.records = len(records)
+        fresh = await self._claim_offsets(conn, records)
+        report.redelivered = len(records) - len(fresh)
+
+        decoded = [(rec, *decode(rec.value)) for rec in fresh]
+        decoded.sort(key=lambda item: item[0].topic != self.admin_topic)  # admin events first (stable)
+        keys = _Keys()
+        for _rec, event_id, event in decoded:
+            if event_id is not None:
+                keys.event_ids.add(event_id)
+            if isinstance(event, E.Envelope) and E.role_allowed(event):
+                keys.add(event)
+        for kind, key in release:
+            (keys.programs if kind == "program" else keys.meetings).add(key)
+
+        await self._lock_programs(conn, keys)
+        loaded = Loaded()
+        await self._load_waiting(conn, loaded, keys, set(release))
+        await loaded.lock_paths(conn, keys.paths)
+        await loaded.load_programs(conn, keys.programs | {p.program_id for p in loaded.state.paths.values()})
+        await loaded.load_orgs(conn, keys.orgs)
+        await loaded.load_meetings(conn, keys.meetings)
+        await loaded.load_seen(conn, keys.event_ids)
+        state = loaded.state
+        state.next_seq = LOCAL_SEQ_BASE
+
+        now = self.clock()
+        outcomes = []
+        for rec, event_id, event in decoded:
+            outcomes.extend(process_decoded(state, event_id, event, rec))
+        if release:
+            outcomes.extend(release_waiting(state, list(release)))
+        for outcome in outcomes:
+            report.outcomes[outcome.kind] += 1
+            if outcome.kind == REJECTED:
+                loaded.outbox.append(M.rejected_row(outcome.ref, outcome.event_id, outcome.reason or "", outcome.detail, now))
+
+        changes = state.changes
+        assert changes is not None
+        meeting_ids = set(changes.meetings)
+        path_ids = set(changes.paths)
+        for program_id in sorted(changes.programs_with_new_policy):
+            # a policy change can move every meeting of the program (and every tally)
+            program_paths = {
+                r.path_id for r in await conn.execute(select(T.paths.c.path_id).where(T.paths.c.program_id == program_id))
+            }
+            await loaded.lock_paths(conn, program_paths)
+            meeting_ids |= set(await loaded.load_meetings_where(conn, T.meetings.c.program_id == program_id))
+            path_ids |= program_paths | {p.path_id for p in state.paths.values() if p.program_id == program_id}
+        loaded.refresh(now, meeting_ids, path_ids)
+        await loaded.flush(conn)
+        await self._advance_offsets(conn, fresh)
+        report.status_changes = loaded.status_changes
+        report.tallies = loaded.tallies_published
+        report.outbox_rows = len(loaded.outbox)
+        return report
+
+    async def _claim_offsets(self, conn: AsyncConnection, records: list[M.SourceRecord]) -> list[M.SourceRecord]:
+        """Lock this batch's partitions; drop records already applied (offset below next_offset)."""
+        parts = sorted({(r.topic, r.partition) for r in records})
+        if not parts:
+            return []
+        t = T.consumer_offsets
+        await conn.execute(
+            pg_insert(t).on_conflict_do_nothing(),
+            [{"topic": topic, "partition": part, "next_offset": 0} for topic, part in parts],
+        )
+        rows = await conn.execute(
+            select(t).where(tuple_(t.c.topic, t.c.partition).in_(parts)).order_by(t.c.topic, t.c.partition).with_for_update()
+        )
+        next_offset = {(r.topic, r.partition): r.next_offset for r in rows}
+        return [r for r in records if r.offset >= next_offset[(r.topic, r.partition)]]
+
+    async def _advance_offsets(self, conn: AsyncConnection, fresh: list[M.SourceRecord]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for r in fresh:
+            key = (r.topic, r.partition)
+            last[key] = max(last.get(key, -1), r.offset)
+        if not last:
+            return
+        t = T.consumer_offsets
+        await conn.execute(
+            update(t)
+            .where(and_(t.c.topic == bindparam("b_topic"), t.c.partition == bindparam("b_partition")))
+            .values(next_offset=bindparam("b_next")),
+            [{"b_topic": k[0], "b_partition": k[1], "b_next": v + 1} for k, v in sorted(last.items())],
+        )
+
+    async def _lock_programs(self, conn: AsyncConnection, keys: _Keys) -> None:
+        """Advisory locks on the program ids of the batch: exclusive to create, shared to look up."""
+        locks: dict[int, bool] = {}
+        for program_id in keys.programs:
+            k = _lock_key("program", program_id)
+            locks[k] = locks.get(k, False) or program_id in keys.created_programs
+        if not locks:
+            return
+        ordered = sorted(locks.items())
+        await conn.execute(
+            text(
+                "SELECT count(CASE WHEN x THEN pg_advisory_xact_lock(k) ELSE pg_advisory_xact_lock_shared(k) END) "
+                "FROM (SELECT k, x FROM unnest(CAST(:ks AS bigint[]), CAST(:xs AS boolean[])) AS t(k, x) ORDER BY k) s"
+            ),
+            {"ks": [k for k, _ in ordered], "xs": [x for _, x in ordered]},
+        )
+
+    async def _load_waiting(self, conn: AsyncConnection, loaded: Loaded, keys: _Keys, extra: set[tuple[str, str]]) -> None:
+        """Load the events waiting for what this batch may create, and, in cascade, for what those may
+        create in turn; their ids join the batch's keys."""
+        asked: set[tuple[str, str]] = set()
+        pending = keys.wait_keys() | extra
+        p = T.parked
+        while pending - asked:
+            batch = sorted(pending - asked)
+            asked |= set(batch)
+            rows = await conn.execute(
+                select(p)
+                .where(tuple_(p.c.wait_kind, p.c.wait_key).in_(batch))
+                .order_by(p.c.seq)
+                .with_for_update(skip_locked=True)
+            )
+            for r in rows:
+                if r.seq in loaded.state.parked:
+                    continue
+                item = loaded.add_parked_row(r)
+                if item is None:
+                    continue
+                keys.event_ids.add(item.event.event_id)
+                keys.add(item.event)
+            pending = keys.wait_keys() | extra
+
+    # -------------------------------------------------------------------------------------- clock
+
+    async def sweep_clock(self, limit: int = 1000) -> Report:
+        """Move meetings whose next clock-driven change is due (publishing their status and tally)."""
+
+        async def work(conn: AsyncConnection) -> Report:
+            now = self.clock()
+            m = T.meetings
+            due = await conn.execute(
+                select(m.c.path_id).where(m.c.next_change_at <= now).order_by(m.c.next_change_at).limit(limit)
+            )
+            path_ids = {r.path_id for r in due}
+            report = Report()
+            if not path_ids:
+                return report
+            loaded = Loaded()
+            locked = await loaded.lock_paths(conn, path_ids, skip_locked=True)
+            if not locked:
+                return report
+            await loaded.load_programs(conn, {p.program_id for p in loaded.state.paths.values()})
+            ids = await loaded.load_meetings_where(conn, and_(m.c.path_id.in_(locked), m.c.next_change_at <= now))
+            loaded.refresh(now, set(ids), set())
+            await loaded.flush(conn)
+            report.records = len(ids)
+            report.status_changes = loaded.status_changes
+            report.tallies = loaded.tallies_published
+            report.outbox_rows = len(loaded.outbox)
+            return report
+
+        return await self._transaction(work)  # type: ignore[no-any-return]
+
+    async def next_due(self) -> int | None:
+        """The earliest pending clock-driven change (µs), if any."""
+        async with self.engine.connect() as conn:
+            value = await conn.scalar(select(T.meetings.c.next_change_at).where(T.meetings.c.next_change_at.is_not(None)).order_by(T.meetings.c.next_change_at).limit(1))
+        return value  # type: ignore[no-any-return]
+
+    # -------------------------------------------------------------------------------- parked expiry
+
+    async def expire_waiting(self, timeout_s: float, limit: int = 1000) -> Report:
+        """Reject events that waited longer than ``timeout_s`` (``unknown_program``/``unknown_meeting``)."""
+
+        async def work(conn: AsyncConnection) -> Report:
+            p = T.parked
+            rows = await conn.execute(
+                select(p)
+                .where(p.c.parked_at < text("now() - make_interval(secs => :t)").bindparams(t=timeout_s))
+                .order_by(p.c.seq)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            loaded = Loaded()
+            for r in rows:
+                loaded.add_parked_row(r)
+            report = Report()
+            if not loaded.state.parked:
+                return report
+            now = self.clock()
+            for outcome in expire_parked(loaded.state, lambda _item: True):
+                report.outcomes[outcome.kind] += 1
+                loaded.outbox.append(M.rejected_row(outcome.ref, outcome.event_id, outcome.reason or "", outcome.detail, now))
+            await loaded.flush(conn)
+            report.outbox_rows = len(loaded.outbox)
+            return report
+
+        return await self._transaction(work)  # type: ignore[no-any-return]
+
