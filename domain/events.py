@@ -17,6 +17,7 @@ microseconds, authorized hours are :class:`~decimal.Decimal` with at most 2 deci
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -338,14 +339,56 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _big_int(text: str) -> int:
+    """JSON integers of any length (``int(str)`` refuses more than 4300 digits; ``Decimal`` does not)."""
+    return int(text) if len(text) <= 4000 else int(Decimal(text))
+
+
 _loads = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant).decode
+_loads_big_ints = json.JSONDecoder(
+    parse_float=Decimal, parse_int=_big_int, parse_constant=_reject_constant
+).decode
+
+#: deepest nesting of arrays/objects accepted: a fixed limit, so that the verdict never depends on how
+#: deep the caller's stack is (the JSON parser is recursive); real messages nest 3 levels
+MAX_NESTING = 256
+# a string (to the end of the text when unterminated: linear time) or a bracket
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
+
+
+def _nesting_exceeds(text: str, limit: int) -> bool:
+    """Does the JSON text open more than ``limit`` arrays/objects inside each other (strings skipped)?"""
+    depth = 0
+    for m in _STRING_OR_BRACKET.finditer(text):
+        token = m.group()
+        if token == "[" or token == "{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif token == "]" or token == "}":
+            depth -= 1
+    return False
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _has_lone_surrogate(value: Any) -> bool:
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
+    """Does any string (key or value) hold a surrogate, i.e. a ``\\uD8xx`` escape without its pair?"""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if _SURROGATE.search(item):
+                return True
+        elif kind is dict:
+            for key, inner in item.items():
+                if _SURROGATE.search(key):
+                    return True
+                stack.append(inner)
+        elif kind is list:
+            stack.extend(item)
     return False
 
 
@@ -357,12 +400,18 @@ def parse(raw: bytes | None) -> dict[str, Any] | Invalid:
         return Invalid(R.TOO_LARGE, f"{len(raw)} bytes; at most {MAX_MESSAGE_BYTES}")
     try:
         text = raw.decode("utf-8")
-        obj = _loads(text)
     except UnicodeDecodeError as exc:
         return Invalid(R.INVALID_JSON, f"not UTF-8: {exc.reason} at byte {exc.start}")
+    if text.count("[") + text.count("{") > MAX_NESTING and _nesting_exceeds(text, MAX_NESTING):
+        return Invalid(R.INVALID_JSON, f"nested more than {MAX_NESTING} levels deep")
+    try:
+        obj = _loads(text)
     except ValueError as exc:
-        return Invalid(R.INVALID_JSON, str(exc)[:200])
-    except RecursionError:
+        try:  # a valid integer longer than int() accepts from a string
+            obj = _loads_big_ints(text)
+        except ValueError:
+            return Invalid(R.INVALID_JSON, str(exc)[:200])
+    except RecursionError:  # not reached below MAX_NESTING; kept so that no input can raise
         return Invalid(R.INVALID_JSON, "nested too deeply")
     if "\\u" in text and _has_lone_surrogate(obj):
         return Invalid(R.INVALID_JSON, "lone UTF-16 surrogate escape")
@@ -400,7 +449,8 @@ def validate(obj: dict[str, Any]) -> Event | Invalid:
         return Invalid(R.SCHEMA_VIOLATION, _first_error(exc), event_id)
     if model is None:
         return Invalid(R.UNKNOWN_TYPE, f"unknown type {event_type!r}", event_id)
-    return Invalid(R.UNSUPPORTED_SCHEMA_VERSION, f"schema_version {version}; only 1 is supported", event_id)
+    shown = version if -(10**18) < version < 10**18 else "(a huge integer)"  # type: ignore[operator]
+    return Invalid(R.UNSUPPORTED_SCHEMA_VERSION, f"schema_version {shown}; only 1 is supported", event_id)
 
 
 def role_allowed(event: Event) -> bool:
