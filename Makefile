@@ -15,7 +15,7 @@ help:
 	@echo "make down    stop what 'make up' started"
 	@echo "make status  show whether the services run (exit 3 when not both)"
 	@echo "make topics  create the input and output topics"
-	@echo "make test    make up, then run the whole test suite against the real services"
+	@echo "make test    make up, then run the whole test suite against the real services (PYTEST_ARGS=...)"
 	@echo "make lint    ruff check + mypy"
 	@echo "make demo    start everything and create the topics"
 	@echo "make bench   run the benchmark"
@@ -42,7 +42,7 @@ topics: up
 	. .services/env && $(ST) topics create
 
 test: up
-	. .services/env && $(BIN)/pytest -q
+	. .services/env && $(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
@@ -53,4 +53,4 @@ demo: venv
 	$(ST) services up && . .services/env && $(ST) topics create
 
 bench: up
-	. .services/env && $(ST) bench
+	. .services/env && $(ST) bench $(BENCH_ARGS)
