@@ -59,3 +59,56 @@ def build_document(
         "meetings": [{f: latest_status[k][f] for f in MEETING_FIELDS} for k in sorted(latest_status)],
         "rejected": [e[1] for e in entries],
     }
+
+
+async def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[tuple[bytes, list[tuple[str, bytes]]]]:
+    """Every message of ``topic`` from the beginning up to its end offsets at call time."""
+    import asyncio
+    import time
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        deadline = time.monotonic() + timeout_s
+        while partitions is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {topic} not found")
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                await asyncio.sleep(0.2)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        out: list[tuple[bytes, list[tuple[str, bytes]]]] = []
+        remaining = {tp for tp in tps if end[tp] > 0}
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} took longer than {timeout_s}s")
+            batch = await consumer.getmany(timeout_ms=500)
+            for tp, records in batch.items():
+                for r in records:
+                    if r.offset < end[tp]:
+                        out.append((r.value, list(r.headers or ())))
+                if records and records[-1].offset + 1 >= end[tp]:
+                    remaining.discard(tp)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def read_snapshot(bootstrap: str, topics: Any, timeout_s: float = 120.0) -> dict[str, Any]:
+    """The replay-shaped document from the three output topics (``topics`` is a config.Topics)."""
+    import json
+
+    tallies = [json.loads(v) for v, _h in await read_topic(bootstrap, topics.path_tallies, timeout_s)]
+    statuses = [json.loads(v) for v, _h in await read_topic(bootstrap, topics.meeting_statuses, timeout_s)]
+    rejected = [json.loads(v) for v, _h in await read_topic(bootstrap, topics.rejected, timeout_s)]
+    return build_document(tallies, statuses, rejected)

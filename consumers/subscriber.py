@@ -1,0 +1,148 @@
+"""The batch subscriber of both input topics.
+
+Acknowledgement (see docs/adr/0001-exactly-once-effects.md):
+- ``AckPolicy.MANUAL`` on the subscriber: nothing is committed to Kafka before the batch's PostgreSQL
+  transaction (state + outbox + input offsets) committed; then ``ack()`` commits the positions;
+- when the transaction fails (database down, say) the batch is ``nack()``-ed (every partition of it
+  is rewound) after a back-off, never skipped; a record is never dropped because another one is bad:
+  the raw bytes are handed over as they are and each record is judged on its own by the engine;
+- the offsets stored in PostgreSQL are the truth: a record redelivered after a crash or a rebalance
+  is recognised there and skipped, so the Kafka commit is only an optimisation.
+- a custom parser tolerates headers that are not UTF-8 (FastStream's default parser would raise before
+  the handler runs and loop on the batch for ever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from storage.messages import SourceRecord
+from storage.unit_of_work import UnitOfWork
+
+log = logging.getLogger("session_tally.consumer")
+
+
+class InputSubscriber:
+    """Registers one batch subscriber for both input topics on a FastStream ``KafkaBroker``."""
+
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        on_committed: Callable[[], None],
+        metrics: Any = None,
+        max_records: int = 2000,
+        batch_timeout_ms: int = 50,
+    ) -> None:
+        self.uow = uow
+        self.on_committed = on_committed
+        self.metrics = metrics
+        self.max_records = max_records
+        self.batch_timeout_ms = batch_timeout_ms
+        self.in_flight = asyncio.Lock()
+        self.last_batch_at = time.monotonic()
+        self.batches = 0
+
+    def register(self, broker: Any, topics: tuple[str, str], group_id: str, group_instance_id: str | None = None) -> Any:
+        from aiokafka import ConsumerRebalanceListener
+        from faststream import AckPolicy
+        from faststream.kafka import KafkaMessage
+
+        subscriber_self = self
+
+        class WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
+            """On revocation, wait for the batch in flight to commit (or fail) before rejoining."""
+
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                async with subscriber_self.in_flight:
+                    pass
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                log.info("assigned %d partitions", len(assigned))
+
+        @broker.subscriber(
+            *topics,
+            batch=True,
+            group_id=group_id,
+            group_instance_id=group_instance_id,
+            ack_policy=AckPolicy.MANUAL,
+            max_records=self.max_records,
+            batch_timeout_ms=self.batch_timeout_ms,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=300_000,
+            rebalance_timeout_ms=60_000,
+            session_timeout_ms=15_000,
+            heartbeat_interval_ms=3_000,
+            max_partition_fetch_bytes=2 * 1024 * 1024,
+            parser=_tolerant_parser,
+            decoder=_raw_decoder,
+            listener=WaitForBatch(),
+        )
+        async def handle(body: Any, msg: KafkaMessage) -> None:
+            await subscriber_self.handle(msg)
+
+        return handle
+
+    async def handle(self, msg: Any) -> None:
+        raw = msg.raw_message
+        records = raw if isinstance(raw, tuple | list) else (raw,)
+        batch = [
+            SourceRecord(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
+            for r in records
+        ]
+        async with self.in_flight:
+            started = time.perf_counter()
+            try:
+                report = await self.uow.process_batch(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("batch of %d records failed; it will be redelivered", len(batch))
+                if self.metrics is not None:
+                    self.metrics.inc("session_tally_batch_failures_total")
+                await asyncio.sleep(1.0)
+                await msg.nack()
+                return
+            await msg.ack()
+        self.batches += 1
+        self.last_batch_at = time.monotonic()
+        if report.outbox_rows:
+            self.on_committed()
+        if self.metrics is not None:
+            m = self.metrics
+            m.inc("session_tally_batches_total")
+            m.inc("session_tally_batch_seconds_total", time.perf_counter() - started)
+            m.inc("session_tally_records_total", report.records)
+            m.inc("session_tally_redelivered_records_total", report.redelivered)
+            for kind, n in report.outcomes.items():
+                m.inc("session_tally_events_total", n, outcome=kind)
+            m.inc("session_tally_status_changes_total", report.status_changes)
+            m.inc("session_tally_tallies_total", report.tallies)
+            m.inc("session_tally_transaction_retries_total", report.attempts - 1)
+
+
+async def _tolerant_parser(records: Any, original: Any) -> Any:
+    try:
+        return await original(records)
+    except UnicodeDecodeError:
+        parser = original.__self__
+        first = records[0] if isinstance(records, tuple) else records
+        return parser.msg_class(
+            body=[r.value or b"" for r in records] if isinstance(records, tuple) else (records.value or b""),
+            headers={},
+            batch_headers=[{} for _ in records] if isinstance(records, tuple) else [],
+            reply_to="",
+            content_type=None,
+            message_id=f"{first.offset}-{first.timestamp}",
+            correlation_id=None,
+            raw_message=records,
+            consumer=parser._consumer,
+        )
+
+
+def _raw_decoder(msg: Any) -> Any:
+    raw = msg.raw_message
+    return [r.value for r in raw] if isinstance(raw, tuple | list) else raw.value

@@ -1,0 +1,96 @@
+"""Time-driven status changes (start -> unconfirmed, deadline -> auto_confirmed or late_canceled) and
+the expiry of events that waited too long.
+
+Every meeting row carries the instant of its next clock-driven change (computed by the domain). The
+sweeper sleeps until the earliest one (at most ``max_sleep_s``, and wakes early when a batch adds an
+earlier one), then moves every due meeting in one transaction per batch of paths: locked paths are
+skipped by the other workers' sweepers (SKIP LOCKED) and a moved meeting's next instant moves forward
+in the same transaction, so each change is published exactly once whatever number of workers run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from storage.unit_of_work import UnitOfWork
+
+log = logging.getLogger("session_tally.clock")
+
+
+class ClockSweeper:
+    def __init__(self, uow: UnitOfWork, on_published: Callable[[], None], metrics: Any = None, max_sleep_s: float = 0.25) -> None:
+        self.uow = uow
+        self.on_published = on_published
+        self.metrics = metrics
+        self.max_sleep_s = max_sleep_s
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                report = await self.uow.sweep_clock()
+                if report.outbox_rows:
+                    self.on_published()
+                if self.metrics is not None and report.status_changes:
+                    self.metrics.inc("session_tally_clock_status_changes_total", report.status_changes)
+                if report.records:
+                    continue  # more may be due
+                due = await self.uow.next_due()
+                sleep = self.max_sleep_s
+                if due is not None:
+                    sleep = max(0.0, min(sleep, (due - self.uow.clock()) / 1e6))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("clock sweep failed; retrying")
+                sleep = 1.0
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), sleep)
+            except TimeoutError:
+                pass
+
+
+class WaitingJanitor:
+    """Rejects events that waited longer than the park timeout, and retries (safety net) waiting events
+    whose program or meeting exists."""
+
+    def __init__(self, uow: UnitOfWork, park_timeout_s: float, on_published: Callable[[], None], metrics: Any = None, every_s: float = 1.0) -> None:
+        self.uow = uow
+        self.park_timeout_s = park_timeout_s
+        self.on_published = on_published
+        self.metrics = metrics
+        self.every_s = every_s
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                expired = await self.uow.expire_waiting(self.park_timeout_s)
+                released = await self.uow.release_ready()
+                if expired.outbox_rows or released.outbox_rows:
+                    self.on_published()
+                if self.metrics is not None and expired.outcomes:
+                    self.metrics.inc("session_tally_waiting_expired_total", sum(expired.outcomes.values()))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("waiting-event janitor failed; retrying")
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.every_s)
+            except TimeoutError:
+                pass
