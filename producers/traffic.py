@@ -1,0 +1,211 @@
+"""A deterministic, realistic stream of session-tally input events (SPEC.md section 3).
+
+Pure: no I/O, no wall clock, no global randomness. Everything comes from one ``random.Random(seed)``, so
+``generate(config, n)`` gives the same bytes every time for the same config and ``n``.
+
+The stream reads like real traffic:
+
+- a setup phase: the support desk switches session management on for most organizations (a few stay
+  off, one is toggled off and on again), program admins and the support desk create programs (most with
+  session verification on, some off, a few rejected because their org is switched off);
+- then the bulk, in event-time order: each path schedules meetings (30-120 minutes, days ahead) and
+  each meeting gets a fate: it happens and the participant answers "did it occur?" (or nobody answers
+  and it auto-confirms), or it is canceled or rescheduled, sometimes inside the late-cancel window,
+  followed by disputes and their resolutions; program admins set path authorized hours (with a note),
+  the support desk changes program settings now and then (and program admins try to, and are refused);
+- mixed in: exact duplicate deliveries, meeting events published before the ``meeting.scheduled`` they
+  refer to (same path), and malformed or invalid messages of every kind in :data:`BAD_KINDS` (each with
+  the rejection reason of SPEC section 7 it is meant to get, see :data:`BAD_KIND_REASONS`).
+
+``order_independent=True`` restricts the stream so that its final result does not depend on how the
+admin topic and the path topic interleave (see :class:`TrafficConfig`).
+
+Memory stays bounded by the live per-path state (pending follow-ups of meetings not yet finished, a few
+recent meetings per path, a small ring of recent records for duplicates), not by the stream length.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import BinaryIO, Literal, NamedTuple
+
+__all__ = [
+    "ADMIN_TYPES",
+    "BAD_KINDS",
+    "BAD_KIND_REASONS",
+    "EVENT_TYPES",
+    "Record",
+    "Tagged",
+    "TopicKind",
+    "TrafficConfig",
+    "generate",
+    "generate_tagged",
+    "route",
+    "write_jsonl",
+]
+
+TopicKind = Literal["admin", "path"]
+
+ADMIN_TYPES = frozenset(
+    {"organization.session_management_set", "program.created", "program.settings_updated"}
+)
+EVENT_TYPES = (
+    "organization.session_management_set",
+    "program.created",
+    "program.settings_updated",
+    "path.authorized_hours_set",
+    "meeting.scheduled",
+    "meeting.rescheduled",
+    "meeting.canceled",
+    "meeting.confirmation_submitted",
+    "meeting.disputed",
+    "meeting.dispute_resolved",
+)
+
+# Every kind of bad input the generator produces, with the rejection reason the engine should give it.
+BAD_KIND_REASONS: dict[str, str] = {
+    "truncated_json": "invalid_json",
+    "non_utf8": "invalid_json",
+    "too_large": "too_large",
+    "missing_field": "schema_violation",
+    "naive_timestamp": "schema_violation",
+    "bad_id": "schema_violation",
+    "duration_months": "schema_violation",
+    "duration_fraction": "schema_violation",
+    "hours_three_decimals": "schema_violation",
+    "hours_negative": "schema_violation",
+    "path_id_on_program_event": "schema_violation",
+    "start_not_before_end": "schema_violation",
+    "longer_than_24h": "schema_violation",
+    "unknown_type": "unknown_type",
+    "schema_version_2": "unsupported_schema_version",
+    "wrong_role": "forbidden",
+    "unknown_meeting": "unknown_meeting",
+    "unknown_program": "unknown_program",
+    "tenant_mismatch_org": "tenant_mismatch",
+    "tenant_mismatch_path": "tenant_mismatch",
+    "meeting_of_other_path": "tenant_mismatch",
+    "program_in_other_org": "tenant_mismatch",
+    "program_exists": "program_exists",
+    "meeting_exists": "meeting_exists",
+    "cancel_after_end": "invalid_transition",
+    "confirm_canceled": "invalid_transition",
+}
+BAD_KINDS = tuple(BAD_KIND_REASONS)
+# Kinds whose outcome would depend on how the admin and path topics interleave (left out when
+# ``order_independent``): a second program for a registered path, a meeting of another path, a program id
+# re-created by another org (different admin partition).
+ORDER_DEPENDENT_BAD_KINDS = frozenset(
+    {"tenant_mismatch_path", "meeting_of_other_path", "program_in_other_org"}
+)
+
+
+@dataclass(frozen=True)
+class TrafficConfig:
+    """What stream to generate.
+
+    ``orgs``, ``programs``, ``paths`` and ``meetings`` describe a 1,000,000-event stream (``meetings *
+    10`` events); a shorter stream is scaled down (paths proportionally, orgs and programs by the square
+    root, never below a handful) so that every path still sees a few months of meetings.
+
+    ``order_independent``: the final result does not depend on how the admin and the path topics
+    interleave: (a) a path only ever names one program; (b) a meeting id is re-used only within its path;
+    (c) every ``program.settings_updated`` has an ``occurred_at`` ten years after ``epoch``, later than
+    every other time in the stream; (d) duplicates are exact copies (they always are); (e) events naming
+    another org's program are still there (they wait or are rejected the same way in any order).
+
+    ``rate``: None for a calendar stream (about 16 weeks of event time, whatever the length); a number of
+    events per second of event time for a *live* stream (used by ``session-tally simulate``): meetings
+    start minutes to hours after they are scheduled, last 5-60 minutes, and programs use short windows
+    (auto-confirm PT1H..P1D), so a worker's clock visibly moves statuses. ``orgs``/``programs``/``paths``
+    are then used as given.
+    """
+
+    seed: int = 1
+    orgs: int = 20
+    programs: int = 100
+    paths: int = 10_000
+    meetings: int = 100_000
+    bad_fraction: float = 0.02
+    duplicate_fraction: float = 0.01
+    early_fraction: float = 0.01
+    order_independent: bool = False
+    epoch: datetime = datetime(2026, 1, 5, tzinfo=UTC)
+    rate: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One message as published: its topic kind, its Kafka key and its exact bytes."""
+
+    topic: TopicKind
+    key: bytes | None
+    value: bytes
+
+
+class Tagged(NamedTuple):
+    """A record with what the generator meant by it (for tests, ``simulate`` and statistics)."""
+
+    at: int  # stream time (Unix seconds) when the record is published; the order of the stream
+    kind: str  # the event type, "bad:<kind>" (see BAD_KINDS) or "duplicate"
+    record: Record
+    early: bool = False  # a meeting event published before the meeting.scheduled it refers to
+
+
+def generate(config: TrafficConfig, events: int) -> Iterator[Record]:
+    """Exactly ``events`` records (fewer only if ``events`` < 0), deterministic for ``config``."""
+    for tagged in generate_tagged(config, events):
+        yield tagged.record
+
+
+def generate_tagged(config: TrafficConfig, events: int) -> Iterator[Tagged]:
+    """Like :func:`generate`, with each record's stream time and kind."""
+    from producers.traffic_sim import Simulation
+
+    return Simulation(config, events).run()
+
+
+def write_jsonl(records: Iterable[Record], fh: BinaryIO) -> int:
+    """Write one value per line; returns how many were written."""
+    count = 0
+    write = fh.write
+    batch: list[bytes] = []
+    for record in records:
+        batch.append(record.value)
+        count += 1
+        if len(batch) >= 4096:
+            batch.append(b"")
+            write(b"\n".join(batch))
+            batch.clear()
+    if batch:
+        batch.append(b"")
+        write(b"\n".join(batch))
+    return count
+
+
+_PATH_ID_RE = re.compile(rb'"path_id"\s*:\s*"([^"\\]*)"')
+
+
+def route(value: bytes) -> tuple[TopicKind, bytes | None]:
+    """Topic kind and key for one raw message (what ``session-tally publish`` uses).
+
+    Organization and program event types go to the admin topic keyed by ``org_id``; everything else to
+    the path topic keyed by ``path_id``. A message that cannot be parsed goes to the path topic, keyed by
+    its ``path_id`` when one can still be read from the bytes, else unkeyed.
+    """
+    try:
+        obj = json.loads(value)
+    except ValueError:  # includes UnicodeDecodeError
+        match = _PATH_ID_RE.search(value)
+        return "path", (match.group(1) if match else None)
+    if not isinstance(obj, dict):
+        return "path", None
+    if obj.get("type") in ADMIN_TYPES:
+        org = obj.get("org_id")
+        return "admin", (org.encode("utf-8", "surrogatepass") if isinstance(org, str) else None)
+    path = obj.get("path_id")
+    return "path", (path.encode("utf-8", "surrogatepass") if isinstance(path, str) else None)
