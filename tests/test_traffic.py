@@ -351,3 +351,44 @@ def test_live_profile_runs_at_the_rate_from_the_epoch() -> None:
         if t.kind == "program.created" and b"auto_confirm_window" in t.record.value
     }
     assert windows <= {"PT1H", "PT2H", "PT6H", "P1D"}
+
+
+# ---------------------------------------------------------------------------------------- bench replay
+
+
+def test_bench_replay_smoke(tmp_path: Path) -> None:
+    """`session-tally bench replay` end to end on a tiny stream. Needs `session-tally replay`: this test
+    fails (never skips) when replay is missing or broken."""
+    out = tmp_path / "bench.json"
+    kept = tmp_path / "stream.jsonl"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "session_tally",
+            "bench",
+            "replay",
+            "--events",
+            "3000",
+            "--seed",
+            "2",
+            "--keep",
+            str(kept),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"generated 3,000 events .* in [\d.]+ s", done.stdout)
+    assert re.search(r"replay: 3,000 events in [\d.]+ s = [\d,]+ events/s, peak RSS [\d,.]+ MB", done.stdout)
+    assert re.search(r"\d[\d,]* tallies, \d[\d,]* meetings, \d[\d,]* rejected", done.stdout)
+    assert "cores" in done.stdout and "Python" in done.stdout
+    result = json.loads(out.read_text())
+    assert result["events"] == 3000 and result["events_per_s"] > 0 and result["peak_rss_mb"] > 0
+    assert result["tallies"] > 0 and result["meetings"] > 0 and result["rejected"] > 0
+    assert kept.read_bytes().count(b"\n") == 3000
