@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from storage.messages import SourceRecord
-from storage.unit_of_work import UnitOfWork
+from storage.unit_of_work import OffsetGap, UnitOfWork
 
 log = logging.getLogger("session_tally.consumer")
 
@@ -48,8 +48,7 @@ class InputSubscriber:
 
     def register(self, broker: Any, topics: tuple[str, str], group_id: str, group_instance_id: str | None = None) -> Any:
         from aiokafka import ConsumerRebalanceListener
-        from faststream import AckPolicy
-        from faststream.kafka import KafkaMessage
+        from faststream import AckPolicy, Context
 
         subscriber_self = self
 
@@ -81,7 +80,7 @@ class InputSubscriber:
             decoder=_raw_decoder,
             listener=WaitForBatch(),
         )
-        async def handle(body: Any, msg: KafkaMessage) -> None:
+        async def handle(body: Any, msg: Any = Context("message")) -> None:  # noqa: B008
             await subscriber_self.handle(msg)
 
         return handle
@@ -99,6 +98,14 @@ class InputSubscriber:
                 report = await self.uow.process_batch(batch)
             except asyncio.CancelledError:
                 raise
+            except OffsetGap as gap:
+                # Kafka's committed position ran ahead of what PostgreSQL applied: go back to the truth
+                from aiokafka import TopicPartition
+
+                log.warning("offset gap %s: seeking back to the offsets applied in PostgreSQL", gap.expected)
+                for (topic, partition), offset in gap.expected.items():
+                    msg.consumer.seek(TopicPartition(topic, partition), offset)
+                return
             except Exception:
                 log.exception("batch of %d records failed; it will be redelivered", len(batch))
                 if self.metrics is not None:

@@ -68,18 +68,11 @@ async def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> lis
 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    partitions = await _partitions(bootstrap, topic, timeout_s)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
+    deadline = time.monotonic() + timeout_s
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        deadline = time.monotonic() + timeout_s
-        while partitions is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"topic {topic} not found")
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic)
-            if partitions is None:
-                await asyncio.sleep(0.2)
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
@@ -102,6 +95,28 @@ async def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> lis
         return out
     finally:
         await consumer.stop()
+
+
+async def _partitions(bootstrap: str, topic: str, timeout_s: float) -> list[int]:
+    import asyncio
+    import time
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            described = await admin.describe_topics([topic])
+            info = described[0] if described else {}
+            if info.get("error_code", 0) == 0 and info.get("partitions"):
+                return sorted(p["partition"] for p in info["partitions"])
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {topic} not found")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
 
 
 async def read_snapshot(bootstrap: str, topics: Any, timeout_s: float = 120.0) -> dict[str, Any]:

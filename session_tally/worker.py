@@ -78,9 +78,9 @@ async def run_worker(settings: Settings, options: WorkerOptions, ready: Callable
 
     janitor = WaitingJanitor(uow, settings.park_timeout_s, relay.wake, metrics)
     subscriber = InputSubscriber(uow, committed, metrics, options.max_records, options.batch_timeout_ms)
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, graceful_timeout=options.graceful_timeout_s, logger=None)
+    broker = KafkaBroker(settings.kafka_bootstrap_servers, graceful_timeout=options.graceful_timeout_s, log_level=logging.DEBUG)
     subscriber.register(broker, topics.inputs, settings.group_id, options.instance_id)
-    app = FastStream(broker, logger=None)
+    app = FastStream(broker)
     tasks: list[asyncio.Task[None]] = []
 
     async def health() -> dict[str, Any]:

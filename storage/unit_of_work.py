@@ -42,6 +42,15 @@ RETRYABLE_SQLSTATES = {"40001", "40P01", "23505"}  # serialization failure, dead
 MAX_ATTEMPTS = 8
 
 
+class OffsetGap(Exception):
+    """A batch starts after the next offset PostgreSQL expects for a partition: records in between were
+    never applied (a position committed past a failed batch). The consumer must seek back."""
+
+    def __init__(self, expected: dict[tuple[str, int], int]) -> None:
+        super().__init__(f"records missing before {expected}")
+        self.expected = expected
+
+
 @dataclass
 class Report:
     """What one unit of work did (for metrics and logs)."""
@@ -228,6 +237,13 @@ class UnitOfWork:
             select(t).where(tuple_(t.c.topic, t.c.partition).in_(parts)).order_by(t.c.topic, t.c.partition).with_for_update()
         )
         next_offset = {(r.topic, r.partition): r.next_offset for r in rows}
+        first: dict[tuple[str, int], int] = {}
+        for r in records:
+            key = (r.topic, r.partition)
+            first[key] = min(first.get(key, r.offset), r.offset)
+        gaps = {k: next_offset[k] for k, o in first.items() if 0 < next_offset[k] < o}
+        if gaps:
+            raise OffsetGap(gaps)
         return [r for r in records if r.offset >= next_offset[(r.topic, r.partition)]]
 
     async def _advance_offsets(self, conn: AsyncConnection, fresh: list[M.SourceRecord]) -> None:
