@@ -122,7 +122,7 @@ class TrafficConfig:
     events per second of event time for a *live* stream (used by ``session-tally simulate``): meetings
     start minutes to hours after they are scheduled, last 5-60 minutes, and programs use short windows
     (auto-confirm PT1H..P1D), so a worker's clock visibly moves statuses. ``orgs``/``programs``/``paths``
-    are then used as given.
+    are then used as given (paths at least about ``2 * rate``: event times are whole seconds).
     """
 
     seed: int = 1

@@ -88,7 +88,8 @@ class SimCore:
             normal = max(1.0, self.events * (1 - cfg.bad_fraction - cfg.duplicate_fraction))
             self.rate_normal = normal / self.timing.horizon
         else:
-            self.n_paths = max(3, cfg.paths)
+            # enough paths that each one schedules at most about one meeting every 4 s (times are whole seconds)
+            self.n_paths = max(3, cfg.paths, math.ceil(4 * cfg.rate / EVENTS_PER_MEETING))
             self.n_programs = max(6, cfg.programs)
             self.n_orgs = max(4, cfg.orgs)
             self.rate_normal = max(1e-6, cfg.rate * (1 - cfg.bad_fraction - cfg.duplicate_fraction))

@@ -19,6 +19,7 @@ from producers.traffic_meetings import MeetingLife
 from producers.traffic_model import (
     AUTHORIZED_HOURS,
     DAY,
+    EVENTS_PER_MEETING,
     HOUR,
     PROGRAM_NAMES,
     Path,
@@ -147,12 +148,13 @@ class Simulation(MeetingLife, BadInputs):
             chosen[i] = p
         self.paths = [Path(n, p) for n, p in enumerate(chosen, start=1)]
         bulk = t + (DAY if timing.calendar else 1)
-        self.ctl_t, self.ctl_n, self.gap_factor = bulk, self.n_normal, 1.0
+        # at first there is nothing to follow up yet: paths schedule faster until answers come in
+        self.ctl_t, self.ctl_n, self.gap_factor = bulk, self.n_normal, 1 / EVENTS_PER_MEETING
         self.ctl_window = timing.horizon // 200 if timing.calendar else 10
         for path in self.paths:
             if path.prog.created_at is None:  # created mid-stream: starts after
                 continue
-            self.push(bulk + int(rnd() * self.base_gap), self._tick, path)
+            self.push(bulk + int(rnd() * self.base_gap * self.gap_factor), self._tick, path)
         self.mid_paths = [p for p in self.paths if p.prog.created_at is None]
         # the support desk and program admins touch program settings now and then
         self.admin_gap = timing.horizon / (1.5 * len(programs))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,48 @@ def test_publish_of_an_unreadable_file_exits_2(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "cannot read" in done.stderr
+
+
+@pytest.mark.integration
+async def test_simulate_publishes_live_events_it_also_saves(
+    kafka_bootstrap: str, topics: Topics, tmp_path: Path
+) -> None:
+    saved = tmp_path / "sim.jsonl"
+    prefix = topics.admin_events.removesuffix(Topics().admin_events)
+    started = time.time()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "session_tally",
+            "simulate",
+            "--rate",
+            "400",
+            "--events",
+            "1200",
+            "--save",
+            str(saved),
+            "--bootstrap",
+            kafka_bootstrap,
+            "--topic-prefix",
+            prefix,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+        env={**os.environ, "SESSION_TALLY_TOPIC_PREFIX": ""},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1,200 messages acknowledged" in done.stderr
+    lines = saved.read_bytes().split(b"\n")[:-1]
+    assert len(lines) == 1200
+    messages = await _read_back(kafka_bootstrap, topics, 1200)
+    for message in messages:
+        line = int(dict(message.headers)[LINE_HEADER])
+        assert lines[line - 1] == message.value
+        assert (message.topic == topics.admin_events) == (route(message.value)[0] == "admin")
+    first_event = json.loads(lines[0])  # the stream starts with the support desk's setup, now
+    first = datetime.fromisoformat(first_event["occurred_at"]).timestamp()
+    assert started - 5 <= first <= time.time()  # event time is the wall clock
