@@ -10,11 +10,11 @@ path counters by the difference and produces the outbox rows for every status an
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.engine import decode
@@ -240,180 +240,179 @@ class Loaded:
     # -------------------------------------------------------------------------------------- flush
 
     async def flush(self, conn: AsyncConnection) -> None:
-        """Write back every change of the state and of the published bookkeeping, and the outbox."""
+        """Write back every change of the state and of the published bookkeeping, and the outbox.
+
+        Bulk writes go straight through psycopg in the same transaction: COPY for inserts and one
+        ``UPDATE ... FROM unnest(arrays)`` per table for updates, so a batch costs a handful of round
+        trips whatever its size.
+        """
         state, changes = self.state, self.state.changes
         assert changes is not None
+        raw = (await conn.get_raw_connection()).driver_connection
+        async with raw.cursor() as cur:
+            if changes.orgs:
+                orgs = sorted(changes.orgs)
+                await cur.execute(
+                    "INSERT INTO orgs (org_id, enabled) SELECT * FROM unnest(%s::text[], %s::boolean[]) "
+                    "ON CONFLICT (org_id) DO UPDATE SET enabled = excluded.enabled",
+                    (orgs, [state.orgs[o] for o in orgs]),
+                )
+            new_programs = sorted(changes.new_programs)
+            if new_programs:
+                await _copy(cur, "programs", _PROGRAM_COLUMNS, [_program_row(state.programs[p]) for p in new_programs])
+            changed_programs = sorted(changes.programs - changes.new_programs)
+            if changed_programs:
+                await cur.execute(
+                    "UPDATE programs p SET updates = u.updates::jsonb FROM unnest(%s::text[], %s::text[]) AS u(id, updates) "
+                    "WHERE p.program_id = u.id",
+                    (changed_programs, [json.dumps([x.to_json() for x in state.programs[p].updates]) for p in changed_programs]),
+                )
 
-        if changes.orgs:
-            stmt = pg_insert(T.orgs)
-            await conn.execute(
-                stmt.on_conflict_do_update(index_elements=["org_id"], set_={"enabled": stmt.excluded.enabled}),
-                [{"org_id": o, "enabled": state.orgs[o]} for o in sorted(changes.orgs)],
-            )
+            new_paths = sorted(changes.new_paths)
+            if new_paths:
+                await _copy(cur, "paths", _PATH_COLUMNS, [self._path_row(state.paths[p]) for p in new_paths])
+            touched = changes.paths | self.paths_refreshed | {state.meetings[m].path_id for m in self.meetings_refreshed}
+            touched -= changes.new_paths
+            if touched:
+                rows = [self._path_row(state.paths[p]) for p in sorted(touched)]
+                cols = [list(c) for c in zip(*rows, strict=True)]
+                await cur.execute(
+                    "UPDATE paths p SET override_hours = u.oh, override_at = u.oa, changes = u.ch, counts = u.c::int[], "
+                    "minutes = u.m::bigint[], tally_version = u.v, last_tally = u.t::jsonb "
+                    "FROM unnest(%s::text[], %s::numeric[], %s::bigint[], %s::int[], %s::text[], %s::text[], %s::bigint[], "
+                    "%s::text[]) AS u(id, oh, oa, ch, c, m, v, t) WHERE p.path_id = u.id",
+                    (cols[0], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], cols[9]),
+                )
 
-        new_programs = sorted(changes.new_programs)
-        if new_programs:
-            await conn.execute(T.programs.insert(), [_program_params(state.programs[p]) for p in new_programs])
-        changed_programs = sorted(changes.programs - changes.new_programs)
-        if changed_programs:
-            await conn.execute(
-                update(T.programs).where(T.programs.c.program_id == bindparam("b_id")).values(updates=bindparam("b_updates")),
-                [{"b_id": p, "b_updates": [u.to_json() for u in state.programs[p].updates]} for p in changed_programs],
-            )
+            new_meetings = sorted(changes.new_meetings)
+            if new_meetings:
+                await _copy(cur, "meetings", _MEETING_COLUMNS, [self._meeting_row(m) for m in new_meetings])
+            changed_meetings = sorted((changes.meetings | self.meetings_refreshed) - changes.new_meetings)
+            if changed_meetings:
+                rows = [self._meeting_row(m) for m in changed_meetings]
+                cols = [list(c) for c in zip(*rows, strict=True)]
+                await cur.execute(
+                    "UPDATE meetings x SET cancel_kind = u.ck, cancel_at = u.ca, answer = u.an, answer_at = u.aa, "
+                    "dispute_open = u.dop, waived = u.w, status = u.st, disputed = u.di, status_version = u.sv, "
+                    "next_change_at = u.nc FROM unnest(%s::text[], %s::smallint[], %s::bigint[], %s::boolean[], "
+                    "%s::bigint[], %s::boolean[], %s::boolean[], %s::text[], %s::boolean[], %s::bigint[], %s::bigint[]) "
+                    "AS u(id, ck, ca, an, aa, dop, w, st, di, sv, nc) WHERE x.meeting_id = u.id",
+                    (cols[0], *cols[5:]),
+                )
 
-        # paths: new ones (registered now) and every path whose override, counters or tally moved
-        new_paths = sorted(changes.new_paths)
-        if new_paths:
-            await conn.execute(T.paths.insert(), [self._path_params(state.paths[p]) for p in new_paths])
-        touched = (changes.paths | self.paths_refreshed | {state.meetings[m].path_id for m in self.meetings_refreshed})
-        touched -= changes.new_paths
-        if touched:
-            await conn.execute(
-                update(T.paths)
-                .where(T.paths.c.path_id == bindparam("b_id"))
-                .values(
-                    override_hours=bindparam("b_override_hours"),
-                    override_at=bindparam("b_override_at"),
-                    changes=bindparam("b_changes"),
-                    counts=bindparam("b_counts"),
-                    minutes=bindparam("b_minutes"),
-                    tally_version=bindparam("b_tally_version"),
-                    last_tally=bindparam("b_last_tally"),
-                ),
-                [{"b_" + k: v for k, v in self._path_params(state.paths[p]).items() if k not in ("program_id", "org_id")}
-                 | {"b_id": p} for p in sorted(touched)],
-            )
+            if changes.seen:
+                await _copy(cur, "processed_events", ("event_key",), [(event_key(e),) for e in changes.seen])
 
-        new_meetings = sorted(changes.new_meetings)
-        if new_meetings:
-            await conn.execute(T.meetings.insert(), [self._meeting_params(m) for m in new_meetings])
-        changed_meetings = sorted((changes.meetings | self.meetings_refreshed) - changes.new_meetings)
-        if changed_meetings:
-            await conn.execute(
-                update(T.meetings)
-                .where(T.meetings.c.meeting_id == bindparam("b_id"))
-                .values({c: bindparam("b_" + c) for c in _MEETING_MUTABLE}),
-                [{"b_" + k: v for k, v in self._meeting_params(m).items() if k in _MEETING_MUTABLE} | {"b_id": m}
-                 for m in changed_meetings],
-            )
+            db_unparked = sorted(s for s in changes.unparked if s < LOCAL_SEQ_BASE)
+            if db_unparked:
+                await cur.execute("DELETE FROM parked WHERE seq = ANY(%s::bigint[])", (db_unparked,))
+            moved = [item for seq, item in sorted(changes.parked.items()) if seq < LOCAL_SEQ_BASE]
+            if moved:
+                await cur.execute(
+                    "UPDATE parked p SET wait_kind = u.k, wait_key = u.w FROM unnest(%s::bigint[], %s::text[], %s::text[]) "
+                    "AS u(seq, k, w) WHERE p.seq = u.seq",
+                    ([i.seq for i in moved], [i.wait_kind for i in moved], [i.wait_key for i in moved]),
+                )
+            new_parked = [changes.parked[s] for s in sorted(changes.parked) if s >= LOCAL_SEQ_BASE]
+            if new_parked:  # in arrival order: the identity column numbers them in that order
+                await cur.executemany(
+                    "INSERT INTO parked (wait_kind, wait_key, event_id, topic, partition, \"offset\", key, value, headers) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
+                    [_parked_row(i) for i in new_parked],
+                )
 
-        if changes.seen:
-            await conn.execute(T.processed_events.insert(), [{"event_key": event_key(e)} for e in changes.seen])
+            if changes.audit:
+                await _copy(
+                    cur,
+                    "admin_audit",
+                    ("kind", "event_id", "path_id", "meeting_id", "actor_id", "actor_role", "occurred_at", "text", "outcome", "authorized_hours"),
+                    [
+                        (a.kind, a.event_id, a.path_id, a.meeting_id, a.actor_id, a.actor_role, a.occurred_at, a.text, a.outcome, a.authorized_hours)
+                        for a in changes.audit
+                    ],
+                )
+            if self.outbox:
+                await _copy(
+                    cur,
+                    "outbox",
+                    ("lane", "topic", "key", "value", "headers"),
+                    [(r.lane, r.topic, r.key, r.value, None if r.headers is None else json.dumps(r.headers)) for r in self.outbox],
+                )
+                await cur.execute("SELECT pg_notify('session_tally_outbox', '')")
 
-        db_unparked = [s for s in changes.unparked if s < LOCAL_SEQ_BASE]
-        moved = [item for seq, item in changes.parked.items() if seq < LOCAL_SEQ_BASE]
-        if db_unparked:
-            await conn.execute(T.parked.delete().where(T.parked.c.seq.in_(sorted(db_unparked))))
-        if moved:
-            await conn.execute(
-                update(T.parked)
-                .where(T.parked.c.seq == bindparam("b_seq"))
-                .values(wait_kind=bindparam("b_kind"), wait_key=bindparam("b_key")),
-                [{"b_seq": i.seq, "b_kind": i.wait_kind, "b_key": i.wait_key} for i in moved],
-            )
-        new_parked = [changes.parked[s] for s in sorted(changes.parked) if s >= LOCAL_SEQ_BASE]
-        if new_parked:
-            await conn.execute(T.parked.insert(), [_parked_params(i) for i in new_parked])
-
-        if changes.audit:
-            await conn.execute(
-                T.admin_audit.insert(),
-                [
-                    {
-                        "kind": a.kind,
-                        "event_id": a.event_id,
-                        "path_id": a.path_id,
-                        "meeting_id": a.meeting_id,
-                        "actor_id": a.actor_id,
-                        "actor_role": a.actor_role,
-                        "occurred_at": a.occurred_at,
-                        "text": a.text,
-                        "outcome": a.outcome,
-                        "authorized_hours": a.authorized_hours,
-                    }
-                    for a in changes.audit
-                ],
-            )
-        if self.outbox:
-            await conn.execute(T.outbox.insert(), [row.as_params() for row in self.outbox])
-            await conn.execute(text("SELECT pg_notify('session_tally_outbox', '')"))
-
-    def _path_params(self, path: Path) -> dict[str, Any]:
+    def _path_row(self, path: Path) -> tuple[Any, ...]:
         book = self._book(path.path_id)
-        return {
-            "path_id": path.path_id,
-            "program_id": path.program_id,
-            "org_id": path.org_id,
-            "override_hours": path.override_hours,
-            "override_at": path.override_at,
-            "changes": path.changes,
-            "counts": book.counts,
-            "minutes": book.minutes,
-            "tally_version": book.version,
-            "last_tally": book.last_tally,
-        }
+        return (
+            path.path_id,
+            path.program_id,
+            path.org_id,
+            path.override_hours,
+            path.override_at,
+            path.changes,
+            _int_array(book.counts),
+            _int_array(book.minutes),
+            book.version,
+            None if book.last_tally is None else json.dumps(book.last_tally),
+        )
 
-    def _meeting_params(self, meeting_id: str) -> dict[str, Any]:
+    def _meeting_row(self, meeting_id: str) -> tuple[Any, ...]:
         m = self.state.meetings[meeting_id]
         pub = self.published.get(meeting_id) or Published(None, False, 0, None)
-        return {
-            "meeting_id": m.meeting_id,
-            "path_id": m.path_id,
-            "program_id": self.state.paths[m.path_id].program_id,
-            "start_at": m.start,
-            "end_at": m.end,
-            "cancel_kind": m.cancel_kind,
-            "cancel_at": m.cancel_at,
-            "answer": m.answer,
-            "answer_at": m.answer_at,
-            "dispute_open": m.dispute_open,
-            "waived": m.waived,
-            "status": pub.status,
-            "disputed": pub.disputed,
-            "status_version": pub.version,
-            "next_change_at": pub.next_change_at,
-        }
+        return (
+            m.meeting_id,
+            m.path_id,
+            self.state.paths[m.path_id].program_id,
+            m.start,
+            m.end,
+            m.cancel_kind,
+            m.cancel_at,
+            m.answer,
+            m.answer_at,
+            m.dispute_open,
+            m.waived,
+            pub.status,
+            pub.disputed,
+            pub.version,
+            pub.next_change_at,
+        )
 
-
-_MEETING_MUTABLE = (
-    "cancel_kind",
-    "cancel_at",
-    "answer",
-    "answer_at",
-    "dispute_open",
-    "waived",
-    "status",
-    "disputed",
-    "status_version",
-    "next_change_at",
+_PATH_COLUMNS = ("path_id", "program_id", "org_id", "override_hours", "override_at", "changes", "counts", "minutes", "tally_version", "last_tally")
+_MEETING_COLUMNS = (
+    "meeting_id", "path_id", "program_id", "start_at", "end_at", "cancel_kind", "cancel_at", "answer", "answer_at",
+    "dispute_open", "waived", "status", "disputed", "status_version", "next_change_at",
+)
+_PROGRAM_COLUMNS = (
+    "program_id", "org_id", "name", "session_verification", "late_cancel_window", "auto_confirm_window",
+    "authorized_hours", "created_at", "updates",
 )
 
 
-def _program_params(p: Program) -> dict[str, Any]:
-    return {
-        "program_id": p.program_id,
-        "org_id": p.org_id,
-        "name": p.name,
-        "session_verification": p.session_verification,
-        "late_cancel_window": p.late_cancel_window,
-        "auto_confirm_window": p.auto_confirm_window,
-        "authorized_hours": p.authorized_hours,
-        "created_at": p.created_at,
-        "updates": [u.to_json() for u in p.updates],
-    }
+def _int_array(values: list[int]) -> str:
+    return "{" + ",".join(map(str, values)) + "}"
 
 
-def _parked_params(item: ParkedEvent) -> dict[str, Any]:
+async def _copy(cur: Any, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    cols = ", ".join(f'"{c}"' for c in columns)
+    async with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+        for row in rows:
+            await copy.write_row(row)
+
+
+def _program_row(p: Program) -> tuple[Any, ...]:
+    return (
+        p.program_id,
+        p.org_id,
+        p.name,
+        p.session_verification,
+        p.late_cancel_window,
+        p.auto_confirm_window,
+        p.authorized_hours,
+        p.created_at,
+        json.dumps([u.to_json() for u in p.updates]),
+    )
+
+
+def _parked_row(item: ParkedEvent) -> tuple[Any, ...]:
     src: M.SourceRecord = item.ref
-    return {
-        "wait_kind": item.wait_kind,
-        "wait_key": item.wait_key,
-        "event_id": item.event.event_id,
-        "topic": src.topic,
-        "partition": src.partition,
-        "offset": src.offset,
-        "key": src.key,
-        "value": src.value,
-        "headers": [[k, v.decode("utf-8", "backslashreplace")] for k, v in src.headers],
-    }
-
+    headers = [[k, v.decode("utf-8", "backslashreplace")] for k, v in src.headers]
+    return (item.wait_kind, item.wait_key, item.event.event_id, src.topic, src.partition, src.offset, src.key, src.value, json.dumps(headers))

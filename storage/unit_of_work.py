@@ -170,8 +170,8 @@ class UnitOfWork:
         fresh = await self._claim_offsets(conn, records)
         report.redelivered = len(records) - len(fresh)
 
+        # records are applied in the order the batch gives them (per partition: the partition's order)
         decoded = [(rec, *decode(rec.value)) for rec in fresh]
-        decoded.sort(key=lambda item: item[0].topic != self.admin_topic)  # admin events first (stable)
         keys = _Keys()
         for _rec, event_id, event in decoded:
             if event_id is not None:
