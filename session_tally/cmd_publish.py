@@ -60,6 +60,8 @@ class Publisher:
         self.sent = 0
         self._pending: list[tuple[str, asyncio.Future[Any]]] = []
         self._producer: Any = None
+        self._partition_counts: dict[str, int] = {}
+        self._partitions: dict[tuple[str, bytes], int] = {}  # (topic, key) -> partition
 
     async def __aenter__(self) -> Publisher:
         from aiokafka import AIOKafkaProducer
@@ -98,6 +100,19 @@ class Publisher:
                 f"missing topic(s) {', '.join(missing)} on {self.bootstrap}: create them with "
                 "`session-tally topics create` (same SESSION_TALLY_TOPIC_PREFIX)"
             )
+        for name in self.names.values():
+            self._partition_counts[name] = len(cluster.partitions_for_topic(name) or ())
+
+    def _partition(self, topic: str, key: bytes) -> int | None:
+        """The default partitioner's choice for a key (murmur2, as the Java client), computed once per key."""
+        from aiokafka.partitioner import murmur2
+
+        count = self._partition_counts.get(topic)
+        if not count:
+            return None  # let the producer decide
+        partition: int = (murmur2(key) & 0x7FFFFFFF) % count
+        self._partitions[(topic, key)] = partition
+        return partition
 
     async def __aexit__(self, *exc_info: object) -> None:
         try:
@@ -111,8 +126,13 @@ class Publisher:
 
         topic = self.names[kind]
         headers = [(LINE_HEADER, str(line).encode())] if line is not None else None
+        partition = None
+        if key is not None:
+            partition = self._partitions.get((topic, key))
+            if partition is None:
+                partition = self._partition(topic, key)
         try:
-            future = await self._producer.send(topic, value, key=key, headers=headers)
+            future = await self._producer.send(topic, value, key=key, partition=partition, headers=headers)
         except KafkaError as exc:  # e.g. a message larger than the producer's max_request_size
             self._fail(exc)
             return

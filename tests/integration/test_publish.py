@@ -68,6 +68,8 @@ async def test_publish_records_routes_keys_and_numbers_every_line(
 
     wanted = Counter(topics.admin_events if kind == "admin" else topics.path_events for kind, *_ in items)
     assert counts == dict(wanted)
+    from aiokafka.partitioner import murmur2
+
     messages = await _read_back(kafka_bootstrap, topics, len(items))
     assert len(messages) == len(items)
     assert Counter(m.topic for m in messages) == wanted
@@ -87,6 +89,8 @@ async def test_publish_records_routes_keys_and_numbers_every_line(
             assert message.key == event["org_id"].encode()
         if isinstance(event, dict) and isinstance(event.get("path_id"), str) and kind == "path":
             assert message.key == event["path_id"].encode()
+        if message.key is not None:  # the Java client's default partitioner (the fixture makes 6 partitions)
+            assert message.partition == (murmur2(message.key) & 0x7FFFFFFF) % 6
         where = (message.topic, message.partition)
         assert line > last_line.get(where, 0)  # each partition holds its messages in file order
         last_line[where] = line
