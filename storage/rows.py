@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ARRAY, Text, any_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.engine import decode
@@ -26,6 +26,11 @@ from storage import tables as T
 
 N_STATUSES = len(STATUSES)
 LOCAL_SEQ_BASE = 1 << 62  # seqs of events parked in this transaction, renumbered on insert
+
+
+def _any(values: list[str]) -> Any:
+    """``= ANY(:array)``: one parameter whatever the number of values (an IN list costs per value)."""
+    return any_(bindparam(None, values, type_=ARRAY(Text)))
 
 
 def event_key(event_id: str) -> str:
@@ -107,7 +112,7 @@ class Loaded:
     async def load_orgs(self, conn: AsyncConnection, org_ids: set[str]) -> None:
         if not org_ids:
             return
-        rows = await conn.execute(select(T.orgs).where(T.orgs.c.org_id.in_(sorted(org_ids))))
+        rows = await conn.execute(select(T.orgs).where(T.orgs.c.org_id == _any(sorted(org_ids))))
         for r in rows:
             self.state.orgs[r.org_id] = r.enabled
 
@@ -115,7 +120,7 @@ class Loaded:
         wanted = sorted(p for p in program_ids if p not in self.state.programs)
         if not wanted:
             return
-        rows = await conn.execute(select(T.programs).where(T.programs.c.program_id.in_(wanted)))
+        rows = await conn.execute(select(T.programs).where(T.programs.c.program_id == _any(wanted)))
         for r in rows:
             self.state.programs[r.program_id] = _program_from_row(r)
 
@@ -124,7 +129,7 @@ class Loaded:
         wanted = sorted(p for p in path_ids if p not in self.state.paths)
         if not wanted:
             return []
-        stmt = select(T.paths).where(T.paths.c.path_id.in_(wanted)).order_by(T.paths.c.path_id)
+        stmt = select(T.paths).where(T.paths.c.path_id == _any(wanted)).order_by(T.paths.c.path_id)
         stmt = stmt.with_for_update(skip_locked=skip_locked)
         locked = []
         for r in await conn.execute(stmt):
@@ -143,7 +148,7 @@ class Loaded:
         wanted = sorted(m for m in meeting_ids if m not in self.state.meetings)
         if not wanted:
             return
-        for r in await conn.execute(select(T.meetings).where(T.meetings.c.meeting_id.in_(wanted))):
+        for r in await conn.execute(select(T.meetings).where(T.meetings.c.meeting_id == _any(wanted))):
             self._add_meeting_row(r)
 
     async def load_meetings_where(self, conn: AsyncConnection, condition: Any) -> list[str]:
@@ -159,7 +164,7 @@ class Loaded:
             return
         by_key = {event_key(e): e for e in event_ids}
         rows = await conn.execute(
-            select(T.processed_events.c.event_key).where(T.processed_events.c.event_key.in_(sorted(by_key)))
+            select(T.processed_events.c.event_key).where(T.processed_events.c.event_key == _any(sorted(by_key)))
         )
         for (key,) in rows:
             self.state.seen.add(by_key[key])

@@ -34,7 +34,7 @@ from domain import events as E
 from domain.engine import REJECTED, decode, expire_parked, process_decoded, release_waiting
 from storage import messages as M
 from storage import tables as T
-from storage.rows import LOCAL_SEQ_BASE, Loaded
+from storage.rows import LOCAL_SEQ_BASE, Loaded, _any
 
 log = logging.getLogger("session_tally.storage")
 
@@ -287,14 +287,15 @@ class UnitOfWork:
         while pending - asked:
             batch = sorted(pending - asked)
             asked |= set(batch)
+            wanted = set(batch)
             rows = await conn.execute(
                 select(p)
-                .where(tuple_(p.c.wait_kind, p.c.wait_key).in_(batch))
+                .where(p.c.wait_kind == _any(sorted({k for k, _ in batch})), p.c.wait_key == _any(sorted({v for _, v in batch})))
                 .order_by(p.c.seq)
                 .with_for_update(skip_locked=True)
             )
             for r in rows:
-                if r.seq in loaded.state.parked:
+                if (r.wait_kind, r.wait_key) not in wanted or r.seq in loaded.state.parked:
                     continue
                 item = loaded.add_parked_row(r)
                 if item is None:
@@ -323,7 +324,7 @@ class UnitOfWork:
             if not locked:
                 return report
             await loaded.load_programs(conn, {p.program_id for p in loaded.state.paths.values()})
-            ids = await loaded.load_meetings_where(conn, and_(m.c.path_id.in_(locked), m.c.next_change_at <= now))
+            ids = await loaded.load_meetings_where(conn, and_(m.c.path_id == _any(locked), m.c.next_change_at <= now))
             loaded.refresh(now, set(ids), set())
             await loaded.flush(conn)
             report.records = len(ids)
