@@ -17,7 +17,7 @@ help:
 	@echo "make topics  create the input and output topics"
 	@echo "make test    make up, then run the whole test suite against the real services (PYTEST_ARGS=...)"
 	@echo "make lint    ruff check + mypy"
-	@echo "make demo    start everything and create the topics"
+	@echo "make demo    the real pipeline on simulated traffic: services, topics, a worker, live tallies (DEMO_ARGS=...)"
 	@echo "make bench   run the benchmark"
 
 # The stamp is newer than pyproject.toml once the install succeeded; a failed install leaves no stamp.
@@ -48,9 +48,9 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# Placeholder: the pipeline will extend this into a full round trip (publish, worker, tallies).
-demo: venv
-	$(ST) services up && . .services/env && $(ST) topics create
+# The README's first command: services, topics, a worker and simulated traffic, tallies shown live.
+demo: up
+	. .services/env && $(ST) demo $(DEMO_ARGS)
 
 bench: up
 	. .services/env && $(ST) bench $(BENCH_ARGS)
