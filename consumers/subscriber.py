@@ -45,6 +45,7 @@ class InputSubscriber:
         self.in_flight = asyncio.Lock()
         self.last_batch_at = time.monotonic()
         self.batches = 0
+        self._gap: dict[tuple[str, int], int] | None = None  # the last gap we went back for
 
     def register(self, broker: Any, topics: tuple[str, str], group_id: str, group_instance_id: str | None = None) -> Any:
         from aiokafka import ConsumerRebalanceListener
@@ -94,11 +95,14 @@ class InputSubscriber:
         ]
         async with self.in_flight:
             started = time.perf_counter()
+            first = {(r.topic, r.partition): r.offset for r in reversed(batch)}
+            accept = self._gap is not None and all(first.get(k) is not None for k in self._gap)
             try:
-                report = await self.uow.process_batch(batch)
+                report = await self.uow.process_batch(batch, accept_gaps=accept)
             except asyncio.CancelledError:
                 raise
             except OffsetGap as gap:
+                self._gap = gap.expected
                 # Kafka's committed position ran ahead of what PostgreSQL applied: go back to the truth
                 from aiokafka import TopicPartition
 
@@ -114,6 +118,7 @@ class InputSubscriber:
                 await msg.nack()
                 return
             await msg.ack()
+            self._gap = None
         self.batches += 1
         self.last_batch_at = time.monotonic()
         if report.outbox_rows:

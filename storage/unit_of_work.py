@@ -133,9 +133,13 @@ class UnitOfWork:
 
     # ------------------------------------------------------------------------------- input batches
 
-    async def process_batch(self, records: Sequence[M.SourceRecord]) -> Report:
-        """Apply a batch of input records (any mix of partitions of both input topics)."""
-        return await self._transaction(lambda conn: self._batch(conn, records, ()))  # type: ignore[no-any-return]
+    async def process_batch(self, records: Sequence[M.SourceRecord], accept_gaps: bool = False) -> Report:
+        """Apply a batch of input records (any mix of partitions of both input topics).
+
+        Raises :class:`OffsetGap` when a partition's records start after the next offset PostgreSQL
+        expects, unless ``accept_gaps`` (the caller already went back once and Kafka has nothing in
+        between: offsets taken by transaction markers, say)."""
+        return await self._transaction(lambda conn: self._batch(conn, records, (), accept_gaps))  # type: ignore[no-any-return]
 
     async def release_ready(self, limit: int = 200) -> Report:
         """Safety net: retry waiting events whose program or meeting exists (normally they are retried
@@ -157,17 +161,17 @@ class UnitOfWork:
             keys = [(r.wait_kind, r.wait_key) for r in await conn.execute(ready)]
             if not keys:
                 return Report()
-            return await self._batch(conn, (), keys)
+            return await self._batch(conn, (), keys, False)
 
         return await self._transaction(work)  # type: ignore[no-any-return]
 
     async def _batch(
-        self, conn: AsyncConnection, records: Iterable[M.SourceRecord], release: Sequence[tuple[str, str]]
+        self, conn: AsyncConnection, records: Iterable[M.SourceRecord], release: Sequence[tuple[str, str]], accept_gaps: bool
     ) -> Report:
         report = Report()
         records = list(records)
         report.records = len(records)
-        fresh = await self._claim_offsets(conn, records)
+        fresh = await self._claim_offsets(conn, records, accept_gaps)
         report.redelivered = len(records) - len(fresh)
 
         # records are applied in the order the batch gives them (per partition: the partition's order)
@@ -223,7 +227,7 @@ class UnitOfWork:
         report.outbox_rows = len(loaded.outbox)
         return report
 
-    async def _claim_offsets(self, conn: AsyncConnection, records: list[M.SourceRecord]) -> list[M.SourceRecord]:
+    async def _claim_offsets(self, conn: AsyncConnection, records: list[M.SourceRecord], accept_gaps: bool) -> list[M.SourceRecord]:
         """Lock this batch's partitions; drop records already applied (offset below next_offset)."""
         parts = sorted({(r.topic, r.partition) for r in records})
         if not parts:
@@ -242,7 +246,7 @@ class UnitOfWork:
             key = (r.topic, r.partition)
             first[key] = min(first.get(key, r.offset), r.offset)
         gaps = {k: next_offset[k] for k, o in first.items() if 0 < next_offset[k] < o}
-        if gaps:
+        if gaps and not accept_gaps:
             raise OffsetGap(gaps)
         return [r for r in records if r.offset >= next_offset[(r.topic, r.partition)]]
 
