@@ -47,7 +47,9 @@ class InputSubscriber:
         self.batches = 0
         self._gap: dict[tuple[str, int], int] | None = None  # the last gap we went back for
 
-    def register(self, broker: Any, topics: tuple[str, str], group_id: str, group_instance_id: str | None = None) -> Any:
+    def register(
+        self, broker: Any, topics: tuple[str, str], group_id: str, group_instance_id: str | None = None
+    ) -> Any:
         from aiokafka import ConsumerRebalanceListener
         from faststream import AckPolicy, Context
 

@@ -21,7 +21,9 @@ log = logging.getLogger("session_tally.clock")
 
 
 class ClockSweeper:
-    def __init__(self, uow: UnitOfWork, on_published: Callable[[], None], metrics: Any = None, max_sleep_s: float = 0.25) -> None:
+    def __init__(
+        self, uow: UnitOfWork, on_published: Callable[[], None], metrics: Any = None, max_sleep_s: float = 0.25
+    ) -> None:
         self.uow = uow
         self.on_published = on_published
         self.metrics = metrics
@@ -66,7 +68,14 @@ class WaitingJanitor:
     """Rejects events that waited longer than the park timeout, and retries (safety net) waiting events
     whose program or meeting exists."""
 
-    def __init__(self, uow: UnitOfWork, park_timeout_s: float, on_published: Callable[[], None], metrics: Any = None, every_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        park_timeout_s: float,
+        on_published: Callable[[], None],
+        metrics: Any = None,
+        every_s: float = 1.0,
+    ) -> None:
         self.uow = uow
         self.park_timeout_s = park_timeout_s
         self.on_published = on_published

@@ -60,14 +60,20 @@ async def _demo(args: argparse.Namespace) -> int:
     worker = subprocess.Popen([*cli, "worker", "--http-port", "8085"], stdout=worker_log, stderr=subprocess.STDOUT)
     sim_log = open(logs / "demo-simulate.log", "ab")  # noqa: SIM115
     simulator = subprocess.Popen(
-        [*cli, "simulate", "--rate", str(args.rate), "--duration", str(args.duration)], stdout=sim_log, stderr=subprocess.STDOUT
+        [*cli, "simulate", "--rate", str(args.rate), "--duration", str(args.duration)],
+        stdout=sim_log,
+        stderr=subprocess.STDOUT,
     )
     print(f"worker pid {worker.pid} (log {logs / 'demo-worker.log'}, metrics http://127.0.0.1:8085/metrics)")
     print(f"simulator pid {simulator.pid} publishing {args.rate:g} events/s for {args.duration:g}s")
 
     consumer = AIOKafkaConsumer(
-        settings.topics.path_tallies, settings.topics.meeting_statuses, settings.topics.rejected,
-        bootstrap_servers=settings.kafka_bootstrap_servers, auto_offset_reset="latest", enable_auto_commit=False,
+        settings.topics.path_tallies,
+        settings.topics.meeting_statuses,
+        settings.topics.rejected,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
     )
     await consumer.start()
     tallies: dict[str, dict[str, Any]] = {}
@@ -114,25 +120,40 @@ async def _demo(args: argparse.Namespace) -> int:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    print(f"\ndone: {counts['tallies']} tallies, {counts['statuses']} status changes, {counts['rejected']} rejected "
-          f"messages published while the demo ran; the worker stopped with exit code {worker.returncode}")
+    print(
+        f"\ndone: {counts['tallies']} tallies, {counts['statuses']} status changes, {counts['rejected']} rejected "
+        f"messages published while the demo ran; the worker stopped with exit code {worker.returncode}"
+    )
     return 0 if worker.returncode == 0 else 1
 
 
-def _draw(elapsed: float, tallies: dict[str, dict[str, Any]], changed: dict[str, float], statuses: Counter[str],
-          rejected: Counter[str], counts: Counter[str], rows: int) -> None:
+def _draw(
+    elapsed: float,
+    tallies: dict[str, dict[str, Any]],
+    changed: dict[str, float],
+    statuses: Counter[str],
+    rejected: Counter[str],
+    counts: Counter[str],
+    rows: int,
+) -> None:
     out = sys.stdout
     if out.isatty():
         out.write("\x1b[2J\x1b[H")
-    out.write(f"session-tally demo  t={elapsed:5.0f}s  tallies published {counts['tallies']}  status changes {counts['statuses']}  "
-              f"rejected {counts['rejected']}\n")
-    out.write(f"{'path':<14}{'program':<12}{'used h':>8}{'pending min':>12}{'upcoming min':>13}{'authorized':>11}{'remaining':>10}{'version':>8}\n")
+    out.write(
+        f"session-tally demo  t={elapsed:5.0f}s  tallies published {counts['tallies']}  status changes {counts['statuses']}  "
+        f"rejected {counts['rejected']}\n"
+    )
+    out.write(
+        f"{'path':<14}{'program':<12}{'used h':>8}{'pending min':>12}{'upcoming min':>13}{'authorized':>11}{'remaining':>10}{'version':>8}\n"
+    )
     for path_id in sorted(changed, key=lambda p: -changed[p])[:rows]:
         t = tallies[path_id]
         auth = "-" if t["authorized_hours"] is None else f"{t['authorized_hours']:g}"
         rem = "-" if t["remaining_hours"] is None else f"{t['remaining_hours']:g}"
-        out.write(f"{path_id:<14}{t['program_id']:<12}{t['used_hours']:>8g}{t['pending_minutes']:>12}{t['upcoming_minutes']:>13}"
-                  f"{auth:>11}{rem:>10}{t['version']:>8}\n")
+        out.write(
+            f"{path_id:<14}{t['program_id']:<12}{t['used_hours']:>8g}{t['pending_minutes']:>12}{t['upcoming_minutes']:>13}"
+            f"{auth:>11}{rem:>10}{t['version']:>8}\n"
+        )
     out.write("statuses published: " + ", ".join(f"{k} {v}" for k, v in statuses.most_common()) + "\n")
     if rejected:
         out.write("rejected: " + ", ".join(f"{k} {v}" for k, v in rejected.most_common()) + "\n")

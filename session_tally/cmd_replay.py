@@ -31,9 +31,13 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("events", metavar="EVENTS.jsonl", help="file of envelopes, one per line; '-' reads stdin")
-    p.add_argument("--at", required=True, metavar="T", help="the time T to evaluate the clock at (RFC 3339 with offset)")
+    p.add_argument(
+        "--at", required=True, metavar="T", help="the time T to evaluate the clock at (RFC 3339 with offset)"
+    )
     p.add_argument("--pretty", action="store_true", help="indent the JSON output")
-    p.add_argument("--progress", action="store_true", help="report progress on stderr (default: when stderr is a terminal)")
+    p.add_argument(
+        "--progress", action="store_true", help="report progress on stderr (default: when stderr is a terminal)"
+    )
     p.set_defaults(func=run)
 
 

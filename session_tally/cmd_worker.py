@@ -33,9 +33,23 @@ def register(sub: Any) -> None:
     p.add_argument("--group", help="consumer group id (default SESSION_TALLY_GROUP_ID or session-tally)")
     p.add_argument("--batch-size", type=int, default=2000, help="max records per batch/transaction (default 2000)")
     p.add_argument("--batch-timeout-ms", type=int, default=50, help="max wait to fill a batch (default 50)")
-    p.add_argument("--park-timeout", type=float, help="seconds an event may wait for its program/meeting (default SESSION_TALLY_PARK_TIMEOUT_S or 300)")
-    p.add_argument("--http-port", type=int, default=8085, help="health/metrics port on 127.0.0.1 (0 = any free port, -1 = off; default 8085)")
-    p.add_argument("--graceful-timeout", type=float, default=15.0, help="seconds to finish the batch in flight on SIGTERM (default 15)")
+    p.add_argument(
+        "--park-timeout",
+        type=float,
+        help="seconds an event may wait for its program/meeting (default SESSION_TALLY_PARK_TIMEOUT_S or 300)",
+    )
+    p.add_argument(
+        "--http-port",
+        type=int,
+        default=8085,
+        help="health/metrics port on 127.0.0.1 (0 = any free port, -1 = off; default 8085)",
+    )
+    p.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=15.0,
+        help="seconds to finish the batch in flight on SIGTERM (default 15)",
+    )
     p.add_argument("--instance-id", help="static group membership id (avoids a rebalance on restart)")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)

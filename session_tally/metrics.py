@@ -44,7 +44,12 @@ def _labels(labels: dict[str, str]) -> str:
 class HttpEndpoint:
     """A tiny HTTP/1.0 server for /healthz and /metrics."""
 
-    def __init__(self, metrics: Metrics, health: Callable[[], Awaitable[dict[str, Any]]], refresh: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        health: Callable[[], Awaitable[dict[str, Any]]],
+        refresh: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.metrics = metrics
         self.health = health
         self.refresh = refresh
@@ -75,7 +80,9 @@ class HttpEndpoint:
                 body, status, ctype = self.metrics.render().encode(), "200 OK", "text/plain; version=0.0.4"
             else:
                 body, status, ctype = b"not found\n", "404 Not Found", "text/plain"
-            writer.write(f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            writer.write(
+                f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+            )
             await writer.drain()
         except Exception:  # a broken probe never hurts the worker
             pass

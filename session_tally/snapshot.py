@@ -61,9 +61,10 @@ def build_document(
     }
 
 
-async def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[tuple[bytes, list[tuple[str, bytes]]]]:
+async def read_topic(
+    bootstrap: str, topic: str, timeout_s: float = 60.0
+) -> list[tuple[bytes, list[tuple[str, bytes]]]]:
     """Every message of ``topic`` from the beginning up to its end offsets at call time."""
-    import asyncio
     import time
 
     from aiokafka import AIOKafkaConsumer, TopicPartition

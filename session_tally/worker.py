@@ -43,7 +43,9 @@ def build_clock(frozen: int | None) -> Callable[[], int]:
     return lambda: frozen
 
 
-async def run_worker(settings: Settings, options: WorkerOptions, ready: Callable[[dict[str, Any]], None] | None = None) -> None:
+async def run_worker(
+    settings: Settings, options: WorkerOptions, ready: Callable[[dict[str, Any]], None] | None = None
+) -> None:
     from faststream import FastStream
     from faststream.kafka import KafkaBroker
     from sqlalchemy import func, select, text
@@ -78,7 +80,9 @@ async def run_worker(settings: Settings, options: WorkerOptions, ready: Callable
 
     janitor = WaitingJanitor(uow, settings.park_timeout_s, relay.wake, metrics)
     subscriber = InputSubscriber(uow, committed, metrics, options.max_records, options.batch_timeout_ms)
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, graceful_timeout=options.graceful_timeout_s, log_level=logging.DEBUG)
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers, graceful_timeout=options.graceful_timeout_s, log_level=logging.DEBUG
+    )
     subscriber.register(broker, topics.inputs, settings.group_id, options.instance_id)
     app = FastStream(broker)
     tasks: list[asyncio.Task[None]] = []
@@ -96,8 +100,12 @@ async def run_worker(settings: Settings, options: WorkerOptions, ready: Callable
 
     async def refresh_gauges() -> None:
         async with engine.connect() as conn:
-            metrics.set("session_tally_outbox_backlog", await conn.scalar(select(func.count()).select_from(T.outbox)) or 0)
-            metrics.set("session_tally_waiting_events", await conn.scalar(select(func.count()).select_from(T.parked)) or 0)
+            metrics.set(
+                "session_tally_outbox_backlog", await conn.scalar(select(func.count()).select_from(T.outbox)) or 0
+            )
+            metrics.set(
+                "session_tally_waiting_events", await conn.scalar(select(func.count()).select_from(T.parked)) or 0
+            )
 
     endpoint = HttpEndpoint(metrics, health, refresh_gauges)
 
@@ -114,7 +122,9 @@ async def run_worker(settings: Settings, options: WorkerOptions, ready: Callable
             "group_id": settings.group_id,
             "topics": list(topics.inputs),
             "schema": settings.db_schema,
-            "clock": "frozen at " + datetime.fromtimestamp(options.clock / 1e6, UTC).isoformat() if options.clock else "wall",
+            "clock": "frozen at " + datetime.fromtimestamp(options.clock / 1e6, UTC).isoformat()
+            if options.clock
+            else "wall",
             "http": f"http://{options.http_host}:{port}" if port >= 0 else None,
         }
         log.info("worker started: %s", info)

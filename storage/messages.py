@@ -63,7 +63,9 @@ def tally_row(path_id: str, tally: dict[str, Any]) -> OutboxRow:
     return OutboxRow(lane_of(key), TALLIES, key, _dumps(tally))
 
 
-def status_row(meeting: Meeting, program_id: str, org_id: str, status: str, disputed: bool, version: int, as_of: int) -> OutboxRow:
+def status_row(
+    meeting: Meeting, program_id: str, org_id: str, status: str, disputed: bool, version: int, as_of: int
+) -> OutboxRow:
     doc = meeting_document(meeting, status, disputed)
     doc["program_id"] = program_id
     doc["org_id"] = org_id

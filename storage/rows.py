@@ -217,7 +217,9 @@ class Loaded:
             pub.status, pub.disputed = status, disputed
             pub.version += 1
             self.status_changes += 1
-            self.outbox.append(M.status_row(meeting, path.program_id, program.org_id, status, disputed, pub.version, now))
+            self.outbox.append(
+                M.status_row(meeting, path.program_id, program.org_id, status, disputed, pub.version, now)
+            )
 
         for path_id in sorted(dirty_paths):
             path = state.paths[path_id]
@@ -270,13 +272,18 @@ class Loaded:
                 await cur.execute(
                     "UPDATE programs p SET updates = u.updates::jsonb FROM unnest(%s::text[], %s::text[]) AS u(id, updates) "
                     "WHERE p.program_id = u.id",
-                    (changed_programs, [json.dumps([x.to_json() for x in state.programs[p].updates]) for p in changed_programs]),
+                    (
+                        changed_programs,
+                        [json.dumps([x.to_json() for x in state.programs[p].updates]) for p in changed_programs],
+                    ),
                 )
 
             new_paths = sorted(changes.new_paths)
             if new_paths:
                 await _copy(cur, "paths", _PATH_COLUMNS, [self._path_row(state.paths[p]) for p in new_paths])
-            touched = changes.paths | self.paths_refreshed | {state.meetings[m].path_id for m in self.meetings_refreshed}
+            touched = (
+                changes.paths | self.paths_refreshed | {state.meetings[m].path_id for m in self.meetings_refreshed}
+            )
             touched -= changes.new_paths
             if touched:
                 rows = [self._path_row(state.paths[p]) for p in sorted(touched)]
@@ -321,7 +328,7 @@ class Loaded:
             new_parked = [changes.parked[s] for s in sorted(changes.parked) if s >= LOCAL_SEQ_BASE]
             if new_parked:  # in arrival order: the identity column numbers them in that order
                 await cur.executemany(
-                    "INSERT INTO parked (wait_kind, wait_key, event_id, topic, partition, \"offset\", key, value, headers) "
+                    'INSERT INTO parked (wait_kind, wait_key, event_id, topic, partition, "offset", key, value, headers) '
                     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
                     [_parked_row(i) for i in new_parked],
                 )
@@ -330,9 +337,31 @@ class Loaded:
                 await _copy(
                     cur,
                     "admin_audit",
-                    ("kind", "event_id", "path_id", "meeting_id", "actor_id", "actor_role", "occurred_at", "text", "outcome", "authorized_hours"),
+                    (
+                        "kind",
+                        "event_id",
+                        "path_id",
+                        "meeting_id",
+                        "actor_id",
+                        "actor_role",
+                        "occurred_at",
+                        "text",
+                        "outcome",
+                        "authorized_hours",
+                    ),
                     [
-                        (a.kind, a.event_id, a.path_id, a.meeting_id, a.actor_id, a.actor_role, a.occurred_at, a.text, a.outcome, a.authorized_hours)
+                        (
+                            a.kind,
+                            a.event_id,
+                            a.path_id,
+                            a.meeting_id,
+                            a.actor_id,
+                            a.actor_role,
+                            a.occurred_at,
+                            a.text,
+                            a.outcome,
+                            a.authorized_hours,
+                        )
                         for a in changes.audit
                     ],
                 )
@@ -341,7 +370,10 @@ class Loaded:
                     cur,
                     "outbox",
                     ("lane", "topic", "key", "value", "headers"),
-                    [(r.lane, r.topic, r.key, r.value, None if r.headers is None else json.dumps(r.headers)) for r in self.outbox],
+                    [
+                        (r.lane, r.topic, r.key, r.value, None if r.headers is None else json.dumps(r.headers))
+                        for r in self.outbox
+                    ],
                 )
                 await cur.execute("SELECT pg_notify('session_tally_outbox', '')")
 
@@ -381,14 +413,46 @@ class Loaded:
             pub.next_change_at,
         )
 
-_PATH_COLUMNS = ("path_id", "program_id", "org_id", "override_hours", "override_at", "changes", "counts", "minutes", "tally_version", "last_tally")
+
+_PATH_COLUMNS = (
+    "path_id",
+    "program_id",
+    "org_id",
+    "override_hours",
+    "override_at",
+    "changes",
+    "counts",
+    "minutes",
+    "tally_version",
+    "last_tally",
+)
 _MEETING_COLUMNS = (
-    "meeting_id", "path_id", "program_id", "start_at", "end_at", "cancel_kind", "cancel_at", "answer", "answer_at",
-    "dispute_open", "waived", "status", "disputed", "status_version", "next_change_at",
+    "meeting_id",
+    "path_id",
+    "program_id",
+    "start_at",
+    "end_at",
+    "cancel_kind",
+    "cancel_at",
+    "answer",
+    "answer_at",
+    "dispute_open",
+    "waived",
+    "status",
+    "disputed",
+    "status_version",
+    "next_change_at",
 )
 _PROGRAM_COLUMNS = (
-    "program_id", "org_id", "name", "session_verification", "late_cancel_window", "auto_confirm_window",
-    "authorized_hours", "created_at", "updates",
+    "program_id",
+    "org_id",
+    "name",
+    "session_verification",
+    "late_cancel_window",
+    "auto_confirm_window",
+    "authorized_hours",
+    "created_at",
+    "updates",
 )
 
 
@@ -420,4 +484,14 @@ def _program_row(p: Program) -> tuple[Any, ...]:
 def _parked_row(item: ParkedEvent) -> tuple[Any, ...]:
     src: M.SourceRecord = item.ref
     headers = [[k, v.decode("utf-8", "backslashreplace")] for k, v in src.headers]
-    return (item.wait_kind, item.wait_key, item.event.event_id, src.topic, src.partition, src.offset, src.key, src.value, json.dumps(headers))
+    return (
+        item.wait_kind,
+        item.wait_key,
+        item.event.event_id,
+        src.topic,
+        src.partition,
+        src.offset,
+        src.key,
+        src.value,
+        json.dumps(headers),
+    )

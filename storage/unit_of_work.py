@@ -166,7 +166,11 @@ class UnitOfWork:
         return await self._transaction(work)  # type: ignore[no-any-return]
 
     async def _batch(
-        self, conn: AsyncConnection, records: Iterable[M.SourceRecord], release: Sequence[tuple[str, str]], accept_gaps: bool
+        self,
+        conn: AsyncConnection,
+        records: Iterable[M.SourceRecord],
+        release: Sequence[tuple[str, str]],
+        accept_gaps: bool,
     ) -> Report:
         report = Report()
         records = list(records)
@@ -205,7 +209,9 @@ class UnitOfWork:
         for outcome in outcomes:
             report.outcomes[outcome.kind] += 1
             if outcome.kind == REJECTED:
-                loaded.outbox.append(M.rejected_row(outcome.ref, outcome.event_id, outcome.reason or "", outcome.detail, now))
+                loaded.outbox.append(
+                    M.rejected_row(outcome.ref, outcome.event_id, outcome.reason or "", outcome.detail, now)
+                )
 
         changes = state.changes
         assert changes is not None
@@ -214,7 +220,8 @@ class UnitOfWork:
         for program_id in sorted(changes.programs_with_new_policy):
             # a policy change can move every meeting of the program (and every tally)
             program_paths = {
-                r.path_id for r in await conn.execute(select(T.paths.c.path_id).where(T.paths.c.program_id == program_id))
+                r.path_id
+                for r in await conn.execute(select(T.paths.c.path_id).where(T.paths.c.program_id == program_id))
             }
             await loaded.lock_paths(conn, program_paths)
             meeting_ids |= set(await loaded.load_meetings_where(conn, T.meetings.c.program_id == program_id))
@@ -227,7 +234,9 @@ class UnitOfWork:
         report.outbox_rows = len(loaded.outbox)
         return report
 
-    async def _claim_offsets(self, conn: AsyncConnection, records: list[M.SourceRecord], accept_gaps: bool) -> list[M.SourceRecord]:
+    async def _claim_offsets(
+        self, conn: AsyncConnection, records: list[M.SourceRecord], accept_gaps: bool
+    ) -> list[M.SourceRecord]:
         """Lock this batch's partitions; drop records already applied (offset below next_offset)."""
         parts = sorted({(r.topic, r.partition) for r in records})
         if not parts:
@@ -238,7 +247,10 @@ class UnitOfWork:
             [{"topic": topic, "partition": part, "next_offset": 0} for topic, part in parts],
         )
         rows = await conn.execute(
-            select(t).where(tuple_(t.c.topic, t.c.partition).in_(parts)).order_by(t.c.topic, t.c.partition).with_for_update()
+            select(t)
+            .where(tuple_(t.c.topic, t.c.partition).in_(parts))
+            .order_by(t.c.topic, t.c.partition)
+            .with_for_update()
         )
         next_offset = {(r.topic, r.partition): r.next_offset for r in rows}
         first: dict[tuple[str, int], int] = {}
@@ -282,7 +294,9 @@ class UnitOfWork:
             {"ks": [k for k, _ in ordered], "xs": [x for _, x in ordered]},
         )
 
-    async def _load_waiting(self, conn: AsyncConnection, loaded: Loaded, keys: _Keys, extra: set[tuple[str, str]]) -> None:
+    async def _load_waiting(
+        self, conn: AsyncConnection, loaded: Loaded, keys: _Keys, extra: set[tuple[str, str]]
+    ) -> None:
         """Load the events waiting for what this batch may create, and, in cascade, for what those may
         create in turn; their ids join the batch's keys."""
         asked: set[tuple[str, str]] = set()
@@ -294,7 +308,10 @@ class UnitOfWork:
             wanted = set(batch)
             rows = await conn.execute(
                 select(p)
-                .where(p.c.wait_kind == _any(sorted({k for k, _ in batch})), p.c.wait_key == _any(sorted({v for _, v in batch})))
+                .where(
+                    p.c.wait_kind == _any(sorted({k for k, _ in batch})),
+                    p.c.wait_key == _any(sorted({v for _, v in batch})),
+                )
                 .order_by(p.c.seq)
                 .with_for_update(skip_locked=True)
             )
@@ -342,7 +359,12 @@ class UnitOfWork:
     async def next_due(self) -> int | None:
         """The earliest pending clock-driven change (µs), if any."""
         async with self.engine.connect() as conn:
-            value = await conn.scalar(select(T.meetings.c.next_change_at).where(T.meetings.c.next_change_at.is_not(None)).order_by(T.meetings.c.next_change_at).limit(1))
+            value = await conn.scalar(
+                select(T.meetings.c.next_change_at)
+                .where(T.meetings.c.next_change_at.is_not(None))
+                .order_by(T.meetings.c.next_change_at)
+                .limit(1)
+            )
         return value  # type: ignore[no-any-return]
 
     # -------------------------------------------------------------------------------- parked expiry
@@ -368,10 +390,11 @@ class UnitOfWork:
             now = self.clock()
             for outcome in expire_parked(loaded.state, lambda _item: True):
                 report.outcomes[outcome.kind] += 1
-                loaded.outbox.append(M.rejected_row(outcome.ref, outcome.event_id, outcome.reason or "", outcome.detail, now))
+                loaded.outbox.append(
+                    M.rejected_row(outcome.ref, outcome.event_id, outcome.reason or "", outcome.detail, now)
+                )
             await loaded.flush(conn)
             report.outbox_rows = len(loaded.outbox)
             return report
 
         return await self._transaction(work)  # type: ignore[no-any-return]
-
