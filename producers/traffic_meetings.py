@@ -46,7 +46,7 @@ class MeetingLife(SimCore):
                 start += DAY
             return start
         if rnd < 0.6:
-            lead = self.between(2 * MINUTE, 30 * MINUTE)
+            lead = self.between(MINUTE // 3, 30 * MINUTE)  # some start during a short demo
         elif rnd < 0.95:
             lead = self.between(30 * MINUTE, 6 * HOUR)
         else:
