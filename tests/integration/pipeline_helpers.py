@@ -66,12 +66,16 @@ def worker_env(settings: Settings, park_timeout_s: float = 2.0) -> dict[str, str
     return env
 
 
-def start_worker(settings: Settings, clock: str | None, log_path: Path, extra: Sequence[str] = (), park_timeout_s: float = 2.0) -> subprocess.Popen[bytes]:
+def start_worker(
+    settings: Settings, clock: str | None, log_path: Path, extra: Sequence[str] = (), park_timeout_s: float = 2.0
+) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "session_tally", "worker", "--http-port", "-1", "--log-level", "WARNING", *extra]
     if clock:
         args += ["--clock", clock]
     log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(args, cwd=ROOT, env=worker_env(settings, park_timeout_s), stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        args, cwd=ROOT, env=worker_env(settings, park_timeout_s), stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 def stop_worker(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
@@ -89,7 +93,9 @@ def pipeline_state(settings: Settings) -> dict[str, Any]:
     try:
         with engine.connect() as conn:
             has_tables = conn.execute(
-                text("SELECT count(*) FROM information_schema.tables WHERE table_schema = :s AND table_name = 'outbox'"),
+                text(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_schema = :s AND table_name = 'outbox'"
+                ),
                 {"s": settings.db_schema},
             ).scalar()
             if not has_tables:
@@ -102,7 +108,9 @@ def pipeline_state(settings: Settings) -> dict[str, Any]:
     return {"offsets": offsets, "outbox": outbox, "parked": parked}
 
 
-def wait_idle(settings: Settings, ends: dict[str, int], timeout_s: float, procs: Sequence[subprocess.Popen[bytes]] = ()) -> dict[str, Any]:
+def wait_idle(
+    settings: Settings, ends: dict[str, int], timeout_s: float, procs: Sequence[subprocess.Popen[bytes]] = ()
+) -> dict[str, Any]:
     """Wait (with a deadline) until every published offset is applied and nothing is left to publish."""
     deadline = time.monotonic() + timeout_s
     state: dict[str, Any] = {}
@@ -115,3 +123,357 @@ def wait_idle(settings: Settings, ends: dict[str, int], timeout_s: float, procs:
             return state
         time.sleep(0.2)
     raise AssertionError(f"pipeline not idle after {timeout_s}s: {state} (want offsets {ends})")
+
+
+# --------------------------------------------------------------------------------------------------
+# Additions for the equivalence, crash, privacy and operations tests. Everything waits on a condition
+# with a deadline; nothing sleeps to synchronise.
+
+READY_PREFIX = "session-tally worker ready: "
+
+
+def comparable(doc: dict[str, Any]) -> dict[str, Any]:
+    """A replay-shaped document without what legitimately differs between runs (tally version, as_of)."""
+    for t in doc["tallies"]:
+        t.pop("version", None)
+        t.pop("as_of", None)
+    return doc
+
+
+def wait_until(
+    predicate: Any, timeout_s: float, what: str, interval_s: float = 0.05, procs: Sequence[subprocess.Popen[bytes]] = ()
+) -> Any:
+    """Call ``predicate()`` until it returns something truthy (returned); AssertionError at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while True:
+        for p in procs:
+            assert p.poll() is None, f"worker exited with {p.returncode} while waiting for {what}"
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+        time.sleep(interval_s)
+
+
+def applied_fraction(offsets: dict[str, int], ends: dict[str, int]) -> float:
+    """How much of the published input PostgreSQL has applied (0..1)."""
+    total = sum(ends.values())
+    done = sum(min(offsets.get(k, 0), v) for k, v in ends.items())
+    return done / total if total else 1.0
+
+
+class Probe:
+    """A persistent connection to the test's schema, for polling fast (``pipeline_state`` opens an engine
+    per call). ``application_name`` lets it find the sessions of workers started with
+    ``db_application_name``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = create_engine(
+            settings.database_url, connect_args={"options": f"-csearch_path={settings.db_schema}"}, pool_size=1
+        )
+        self.conn = self.engine.connect()
+
+    def close(self) -> None:
+        self.conn.close()
+        self.engine.dispose()
+
+    def __enter__(self) -> Probe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _scalar(self, stmt: Any, params: dict[str, Any] | None = None) -> Any:
+        try:
+            return self.conn.execute(stmt, params or {}).scalar()
+        finally:
+            self.conn.rollback()
+
+    def has_schema(self) -> bool:
+        return bool(
+            self._scalar(
+                text(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_schema = :s AND table_name = 'outbox'"
+                ),
+                {"s": self.settings.db_schema},
+            )
+        )
+
+    def offsets(self) -> dict[str, int]:
+        if not self.has_schema():
+            return {}
+        try:
+            return {f"{r.topic}:{r.partition}": r.next_offset for r in self.conn.execute(select(T.consumer_offsets))}
+        finally:
+            self.conn.rollback()
+
+    def count(self, table: Any) -> int:
+        return int(self._scalar(select(func.count()).select_from(table)) or 0)
+
+    def state(self) -> dict[str, Any]:
+        if not self.has_schema():
+            return {"offsets": {}, "outbox": -1, "parked": -1}
+        return {"offsets": self.offsets(), "outbox": self.count(T.outbox), "parked": self.count(T.parked)}
+
+    def open_transactions(self, application_name: str) -> list[str]:
+        """The last statement of every session of ``application_name`` that is inside a transaction."""
+        try:
+            rows = self.conn.execute(
+                text(
+                    "SELECT query FROM pg_stat_activity WHERE application_name = :a AND xact_start IS NOT NULL "
+                    "AND state IN ('active', 'idle in transaction')"
+                ),
+                {"a": application_name},
+            )
+            return [r.query for r in rows]
+        finally:
+            self.conn.rollback()
+
+
+def db_url_with_application_name(url: str, application_name: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}application_name={application_name}"
+
+
+def start_worker_ex(
+    settings: Settings,
+    log_path: Path,
+    *,
+    clock: str | None = None,
+    park_timeout_s: float = 2.0,
+    batch_size: int | None = None,
+    instance_id: str | None = None,
+    http_port: int = -1,
+    db_application_name: str | None = None,
+    extra: Sequence[str] = (),
+) -> subprocess.Popen[bytes]:
+    """``start_worker`` with the options these tests need (batch size, static membership, HTTP port, a
+    PostgreSQL application_name for the worker's sessions)."""
+    args = [sys.executable, "-m", "session_tally", "worker", "--http-port", str(http_port), "--log-level", "WARNING"]
+    if clock:
+        args += ["--clock", clock]
+    if batch_size is not None:
+        args += ["--batch-size", str(batch_size)]
+    if instance_id is not None:
+        args += ["--instance-id", instance_id]
+    args += list(extra)
+    env = worker_env(settings, park_timeout_s)
+    if db_application_name:
+        env["DATABASE_URL"] = db_url_with_application_name(settings.database_url, db_application_name)
+    log = open(log_path, "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def ready_info(log_path: Path, proc: subprocess.Popen[bytes], timeout_s: float = 60.0, nth: int = 1) -> dict[str, Any]:
+    """The dict a worker prints when it is ready (the ``nth`` such line of the log), waiting for it."""
+    import ast
+
+    def find() -> dict[str, Any] | None:
+        found = [
+            line[len(READY_PREFIX) :]
+            for line in log_path.read_text(errors="replace").splitlines()
+            if line.startswith(READY_PREFIX)
+        ]
+        return ast.literal_eval(found[nth - 1]) if len(found) >= nth else None
+
+    return wait_until(find, timeout_s, f"'{READY_PREFIX.strip()}' in {log_path.name}", interval_s=0.1, procs=[proc])  # type: ignore[no-any-return]
+
+
+def kill_worker(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL: no shutdown hook runs, nothing is flushed, committed or acknowledged."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+
+
+async def read_raw_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+    """Every record of ``topic`` up to its end offsets at call time, in offset order per partition:
+    ``{"partition", "offset", "key", "value", "headers"}`` (raw bytes)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from session_tally.snapshot import _partitions
+
+    partitions = await _partitions(bootstrap, topic, timeout_s)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        out: dict[int, list[dict[str, Any]]] = {tp.partition: [] for tp in tps}
+        remaining = {tp for tp in tps if end[tp] > 0}
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} took longer than {timeout_s}s")
+            batch = await consumer.getmany(timeout_ms=500)
+            for tp, records in batch.items():
+                for r in records:
+                    if r.offset < end[tp]:
+                        out[tp.partition].append(
+                            {
+                                "partition": r.partition,
+                                "offset": r.offset,
+                                "key": r.key,
+                                "value": r.value,
+                                "headers": list(r.headers or ()),
+                            }
+                        )
+            for tp in list(remaining):
+                if await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+        return [rec for p in sorted(out) for rec in sorted(out[p], key=lambda r: r["offset"])]
+    finally:
+        await consumer.stop()
+
+
+async def kafka_committed(bootstrap: str, group_id: str) -> dict[str, int]:
+    """The consumer group's committed positions in Kafka, as 'topic:partition' -> offset."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group_id)
+    finally:
+        await admin.close()
+    return {f"{tp.topic}:{tp.partition}": om.offset for tp, om in offsets.items() if om.offset >= 0}
+
+
+def check_versions(records: Sequence[dict[str, Any]], entity: str) -> dict[str, int]:
+    """For the raw records of the tallies (``entity='path_id'``) or statuses (``'meeting_id'``) topic, in
+    published order: a (entity, version) pair never carries two different contents, and a version below
+    the highest one already published for its entity is only ever an exact re-publication of an earlier
+    message (what a relay crash between send and delete produces). Returns counts for the report."""
+    import json
+
+    content: dict[tuple[str, int], bytes] = {}
+    highest: dict[str, int] = {}
+    repeats = 0
+    for rec in records:
+        doc = json.loads(rec["value"])
+        key, version = doc[entity], doc["version"]
+        assert rec["key"] == doc["path_id"].encode(), f"record keyed {rec['key']!r} carries path {doc['path_id']}"
+        previous = content.get((key, version))
+        if previous is not None:
+            assert previous == rec["value"], (
+                f"{entity} {key} version {version} published with two contents:\n{previous!r}\n{rec['value']!r}"
+            )
+            repeats += 1
+            continue
+        assert version > highest.get(key, 0), (
+            f"{entity} {key}: new content at version {version} after version {highest.get(key)} was published"
+        )
+        content[(key, version)] = rec["value"]
+        highest[key] = version
+    return {"messages": len(records), "distinct": len(content), "repeats": repeats}
+
+
+async def publish_lines_paced(
+    bootstrap: str, settings: Settings, lines: Sequence[bytes], chunks: int, interval_s: float
+) -> dict[str, int]:
+    """Like ``publish_lines`` (same routing, keys and line headers, same order), but in ``chunks`` slices
+    ``interval_s`` apart: a live stream that the workers consume while it is being published (load
+    shaping, not synchronisation). Returns the end offsets like ``publish_lines``."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5)
+    await producer.start()
+    ends: dict[str, int] = {}
+    size = max(1, -(-len(lines) // chunks))
+    try:
+        for first in range(0, len(lines), size):
+            if first:
+                await asyncio.sleep(interval_s)
+            futures = []
+            for number in range(first + 1, min(first + size, len(lines)) + 1):
+                raw = lines[number - 1]
+                if not raw.strip():
+                    continue
+                kind, key = route(raw)
+                topic = settings.topics.admin_events if kind == "admin" else settings.topics.path_events
+                futures.append(await producer.send(topic, raw, key=key, headers=[(LINE_HEADER, str(number).encode())]))
+            for md in await asyncio.gather(*futures):
+                k = f"{md.topic}:{md.partition}"
+                ends[k] = max(ends.get(k, 0), md.offset + 1)
+    finally:
+        await producer.stop()
+    return ends
+
+
+async def group_assignment(bootstrap: str, group_id: str) -> tuple[str, dict[str, list[str]]]:
+    """The consumer group's state ('Stable', 'PreparingRebalance', ...) and, per member (its static
+    instance id when it has one, else its member id), the 'topic:partition's assigned to it."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        responses = await admin.describe_consumer_groups([group_id])
+    finally:
+        await admin.close()
+    group = responses[0].to_object()["groups"][0]
+    members: dict[str, list[str]] = {}
+    for m in group["members"]:
+        name = m.get("group_instance_id") or m["member_id"]
+        parts: list[str] = []
+        if m["member_assignment"]:
+            assignment = ConsumerProtocolMemberAssignment.decode(m["member_assignment"])
+            parts = [f"{tp.topic}:{tp.partition}" for tp in assignment.partitions()]
+        members[name] = parts
+    return group["state"], members
+
+
+def wait_group(
+    bootstrap: str, group_id: str, members: int, timeout_s: float, procs: Sequence[subprocess.Popen[bytes]] = ()
+) -> dict[str, list[str]]:
+    """Wait until the group is Stable with ``members`` members, each assigned at least one partition."""
+
+    def stable() -> dict[str, list[str]] | None:
+        state, assigned = asyncio.run(group_assignment(bootstrap, group_id))
+        ok = state == "Stable" and len(assigned) == members and all(assigned.values())
+        return assigned if ok else None
+
+    result: dict[str, list[str]] = wait_until(
+        stable, timeout_s, f"group {group_id} stable with {members} members", interval_s=0.25, procs=procs
+    )
+    return result
+
+
+class BackgroundPublish:
+    """``publish_lines_paced`` in a thread, so that a test can act while the stream is being published."""
+
+    def __init__(self, settings: Settings, lines: Sequence[bytes], chunks: int = 20, interval_s: float = 0.25) -> None:
+        import threading
+
+        self.total = sum(1 for raw in lines if raw.strip())
+        self.ends: dict[str, int] | None = None
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self.ends = asyncio.run(
+                    publish_lines_paced(settings.kafka_bootstrap_servers, settings, lines, chunks, interval_s)
+                )
+            except BaseException as exc:  # reported by join()
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, name="publish", daemon=True)
+        self.thread.start()
+
+    def join(self, timeout_s: float = 60.0) -> dict[str, int]:
+        self.thread.join(timeout_s)
+        assert not self.thread.is_alive(), f"publishing took longer than {timeout_s}s"
+        if self.error is not None:
+            raise self.error
+        assert self.ends is not None
+        return self.ends
+
+    def applied(self, offsets: dict[str, int]) -> float:
+        """Fraction of the whole stream applied (the input topics are fresh: offsets count records)."""
+        return sum(offsets.values()) / self.total if self.total else 1.0
