@@ -37,6 +37,14 @@ def round_hours(value: Fraction) -> Decimal:
     return (Decimal(-magnitude if scaled < 0 else magnitude) * _CENT).quantize(_CENT, rounding=ROUND_HALF_UP)
 
 
+def _cents_number(sixtieths_of_cents: int) -> int | float:
+    """``x / 60`` cents rounded to a whole cent (ties away from zero), as a JSON number of hours."""
+    cents = (2 * abs(sixtieths_of_cents) + 60) // 120
+    if sixtieths_of_cents < 0:
+        cents = -cents
+    return cents // 100 if cents % 100 == 0 else cents / 100
+
+
 def json_number(value: Decimal | None) -> int | float | None:
     """A 2-decimal Decimal as a JSON number: an integer when it is whole."""
     if value is None:
@@ -59,8 +67,8 @@ def tally(path: Path, program: Program, counts: list[int], minutes: list[int], a
     used = sum(minutes[i] for i in _USED)
     pending = sum(minutes[i] for i in _PENDING)
     hours, source = authorized(path, program)
-    used_fraction = Fraction(used, 60)
-    remaining = None if hours is None else json_number(round_hours(Fraction(hours) - used_fraction))
+    # exact integer arithmetic in cents (the same results as round_hours on Fractions, much cheaper)
+    remaining = None if hours is None else _cents_number(int(hours * 100) * 60 - used * 100)
     return {
         "path_id": path.path_id,
         "program_id": path.program_id,
@@ -70,7 +78,7 @@ def tally(path: Path, program: Program, counts: list[int], minutes: list[int], a
         "used_minutes": used,
         "pending_minutes": pending,
         "upcoming_minutes": minutes[_UPCOMING],
-        "used_hours": json_number(round_hours(used_fraction)),
+        "used_hours": _cents_number(used * 100),
         "remaining_hours": remaining,
         "meetings_by_status": dict(zip(STATUSES, counts, strict=True)),
         "version": version,
