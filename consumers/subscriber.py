@@ -27,7 +27,7 @@ log = logging.getLogger("session_tally.consumer")
 
 
 class InputSubscriber:
-    """Registers one batch subscriber for both input topics on a FastStream ``KafkaBroker``."""
+    """Registers one batch subscriber (of one or both input topics) on a FastStream ``KafkaBroker``."""
 
     def __init__(
         self,

@@ -326,10 +326,11 @@ class Loaded:
                     ([i.seq for i in moved], [i.wait_kind for i in moved], [i.wait_key for i in moved]),
                 )
             new_parked = [changes.parked[s] for s in sorted(changes.parked) if s >= LOCAL_SEQ_BASE]
-            if new_parked:  # in arrival order: the identity column numbers them in that order
-                await cur.executemany(
-                    'INSERT INTO parked (wait_kind, wait_key, event_id, topic, partition, "offset", key, value, headers) '
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
+            if new_parked:  # in arrival order: the identity column numbers the COPY rows in that order
+                await _copy(
+                    cur,
+                    "parked",
+                    ("wait_kind", "wait_key", "event_id", "topic", "partition", "offset", "key", "value", "headers"),
                     [_parked_row(i) for i in new_parked],
                 )
 
