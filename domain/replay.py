@@ -32,7 +32,7 @@ class Replay:
         self.counts: dict[str, int] = {}
 
     def feed(self, raw: bytes, line: int) -> None:
-        if not raw.strip(_BLANK):
+        if not raw or (raw[0] in _BLANK and not raw.strip(_BLANK)):
             return  # blank lines are not messages
         for outcome in process_message(self.state, raw, line):
             self.counts[outcome.kind] = self.counts.get(outcome.kind, 0) + 1

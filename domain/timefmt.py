@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 US = 1_000_000
 MINUTE = 60 * US
@@ -43,12 +44,48 @@ def _days_since_epoch(date_text: str) -> int:
     return days
 
 
+# The common form "YYYY-MM-DDTHH:MM:SSZ" is looked up in two caches filled by the full parser: only
+# strings that passed it (a valid date; a valid time of day) are ever keys, so a hit on both halves of a
+# 20-character "...T...Z" string is a valid instant.
+_DAY_START: dict[str, int] = {}  # "YYYY-MM-DD" -> its midnight UTC, µs since the epoch
+_TIME_OF_DAY: dict[str, int] = {}  # "HH:MM:SS" -> µs since midnight (at most 86,400 keys)
+
+
 def parse_instant(text: str) -> int:
     """RFC 3339 timestamp with an offset -> microseconds since the epoch. Raises ValueError."""
+    if len(text) == 20 and text[10] == "T" and text[19] == "Z":
+        day = _DAY_START.get(text[:10])
+        if day is not None:
+            time_of_day = _TIME_OF_DAY.get(text[11:19])
+            if time_of_day is not None:
+                return day + time_of_day
+    return _parse_instant(text)
+
+
+def parse_instant_value(value: Any) -> int:
+    """:func:`parse_instant` for a value of any type (ValueError unless it is a string); one call, as
+    the schema's validator of every timestamp field."""
+    if type(value) is str:
+        if len(value) == 20 and value[10] == "T" and value[19] == "Z":
+            day = _DAY_START.get(value[:10])
+            if day is not None:
+                time_of_day = _TIME_OF_DAY.get(value[11:19])
+                if time_of_day is not None:
+                    return day + time_of_day
+        return _parse_instant(value)
+    raise ValueError("expected an RFC 3339 string")
+
+
+def _parse_instant(text: str) -> int:
     fast = _CANONICAL.fullmatch(text)
     if fast is not None:  # the common "YYYY-MM-DDTHH:MM:SSZ" form, without building a datetime
         date_text, hh, mm, ss = fast.groups()
-        return ((_days_since_epoch(date_text) * 24 + int(hh)) * 60 + int(mm)) * 60 * US + int(ss) * US
+        midnight = _days_since_epoch(date_text) * DAY
+        time_of_day = ((int(hh) * 60 + int(mm)) * 60 + int(ss)) * US
+        if len(_DAY_START) < 100_000:
+            _DAY_START[date_text] = midnight
+        _TIME_OF_DAY[text[11:19]] = time_of_day
+        return midnight + time_of_day
     m = _RFC3339.fullmatch(text)
     if m is None:
         raise ValueError("not an RFC 3339 timestamp with an offset")
@@ -73,8 +110,27 @@ def parse_instant(text: str) -> int:
     return us
 
 
+_DAY_TEXT: dict[int, str] = {}  # days since the epoch -> "YYYY-MM-DDT"
+_TIME_TEXT: dict[int, str] = {}  # µs since midnight, whole seconds -> "HH:MM:SSZ" (at most 86,400 keys)
+
+
 def format_instant(us: int) -> str:
     """Microseconds since the epoch -> RFC 3339 UTC with a Z suffix (fraction only when non-zero)."""
+    day, time_of_day = divmod(us, DAY)
+    day_text = _DAY_TEXT.get(day)
+    if day_text is not None:
+        time_text = _TIME_TEXT.get(time_of_day)
+        if time_text is not None:
+            return day_text + time_text
+    text = _format_instant(us)
+    if not time_of_day % US:
+        if len(_DAY_TEXT) < 100_000:
+            _DAY_TEXT[day] = text[:11]
+        _TIME_TEXT[time_of_day] = text[11:]
+    return text
+
+
+def _format_instant(us: int) -> str:
     d = _EPOCH + timedelta(microseconds=us)
     text = f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}"
     return f"{text}.{d.microsecond:06d}Z" if d.microsecond else text + "Z"
