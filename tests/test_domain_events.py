@@ -102,11 +102,7 @@ def verdict(message: Any) -> str:
     """
     data = message if isinstance(message, bytes) else raw(message)
     out = process_message(State(), data)[0]
-    got = (
-        out.reason
-        if out.kind == REJECTED and out.reason in SCHEMA_REASONS | {R.INVALID_JSON, R.TOO_LARGE}
-        else "ok"
-    )
+    got = out.reason if out.kind == REJECTED and out.reason in SCHEMA_REASONS | {R.INVALID_JSON, R.TOO_LARGE} else "ok"
     _, decoded = decode(data)
     assert (decoded.reason if isinstance(decoded, E.Invalid) else "ok") == got
     parsed = E.parse(data)
@@ -311,9 +307,7 @@ def test_version_1_0_written_as_a_float_is_not_the_integer_1() -> None:
     assert verdict(message) == R.SCHEMA_VIOLATION
 
 
-@pytest.mark.parametrize(
-    "field", ["event_id", "type", "schema_version", "occurred_at", "org_id", "actor", "data"]
-)
+@pytest.mark.parametrize("field", ["event_id", "type", "schema_version", "occurred_at", "org_id", "actor", "data"])
 @pytest.mark.parametrize("type_", ALL_TYPES)
 def test_every_required_envelope_field(type_: str, field: str) -> None:
     assert verdict(without(event(type_), field)) == R.SCHEMA_VIOLATION
@@ -369,9 +363,7 @@ def with_value(obj: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[s
 
 
 @pytest.mark.parametrize(("type_", "path"), ID_FIELDS)
-@pytest.mark.parametrize(
-    "value", ["a", "x" * 128, "A-Z.a_z:0-9", "7d1c3c1e-3c55-4c59-a1e5-0d8f7f8a2b11", "...", "-"]
-)
+@pytest.mark.parametrize("value", ["a", "x" * 128, "A-Z.a_z:0-9", "7d1c3c1e-3c55-4c59-a1e5-0d8f7f8a2b11", "...", "-"])
 def test_valid_ids(type_: str, path: tuple[str, ...], value: str) -> None:
     assert verdict(with_value(event(type_), path, value)) == "ok"
 
@@ -433,16 +425,12 @@ def test_program_id_on_org_events_is_ignored(value: Any) -> None:
     "value",
     ["2026-03-10T10:30:00", "2026-03-10 10:30:00Z", "2026-03-10", 1773138600, None, "2026-03-10T10:30:60Z"],
 )
-def test_naive_or_malformed_timestamps_are_schema_violations(
-    type_: str, path: tuple[str, ...], value: Any
-) -> None:
+def test_naive_or_malformed_timestamps_are_schema_violations(type_: str, path: tuple[str, ...], value: Any) -> None:
     assert verdict(with_value(event(type_), path, value)) == R.SCHEMA_VIOLATION
 
 
 def test_timestamps_with_offsets_are_instants() -> None:
-    ev = validated(
-        event(occurred_at="2026-03-01T10:00:00+01:00", data={"start": "2026-03-10T11:00:00+01:00"})
-    )
+    ev = validated(event(occurred_at="2026-03-01T10:00:00+01:00", data={"start": "2026-03-10T11:00:00+01:00"}))
     assert ev.occurred_at == parse_instant("2026-03-01T09:00:00Z")
     assert ev.data.start == parse_instant("2026-03-10T10:00:00Z")
 
@@ -524,9 +512,7 @@ def test_auto_confirm_window_bounds(window: str, ok: bool) -> None:
 
 
 def test_windows_are_kept_in_microseconds() -> None:
-    ev = validated(
-        event(E.PROGRAM_CREATED, data={"late_cancel_window": "P1DT12H", "auto_confirm_window": "P2W"})
-    )
+    ev = validated(event(E.PROGRAM_CREATED, data={"late_cancel_window": "P1DT12H", "auto_confirm_window": "P2W"}))
     assert ev.data.late_cancel_window == parse_duration("PT36H")
     assert ev.data.auto_confirm_window == parse_duration("P14D")
 
@@ -534,9 +520,7 @@ def test_windows_are_kept_in_microseconds() -> None:
 def test_late_cancel_window_null_means_no_late_cancels() -> None:
     assert verdict(event(E.PROGRAM_CREATED, data={"late_cancel_window": None})) == "ok"
     assert verdict(event(E.SETTINGS_UPDATED, data={"late_cancel_window": None})) == "ok"
-    assert (
-        validated(event(E.PROGRAM_CREATED, data={"late_cancel_window": None})).data.late_cancel_window is None
-    )
+    assert validated(event(E.PROGRAM_CREATED, data={"late_cancel_window": None})).data.late_cancel_window is None
 
 
 @pytest.mark.parametrize("key", ["late_cancel_window", "authorized_hours", "session_verification"])
@@ -550,15 +534,9 @@ def test_auto_confirm_window_is_required_only_when_verification_is_on() -> None:
     assert verdict(event(E.PROGRAM_CREATED, data={"auto_confirm_window": None})) == R.SCHEMA_VIOLATION
     off = event(E.PROGRAM_CREATED, data={"session_verification": False})
     assert verdict(without(off, "data", "auto_confirm_window")) == "ok"
-    assert (
-        verdict(event(E.PROGRAM_CREATED, data={"session_verification": False, "auto_confirm_window": None}))
-        == "ok"
-    )
+    assert verdict(event(E.PROGRAM_CREATED, data={"session_verification": False, "auto_confirm_window": None})) == "ok"
     # when present it must still be valid
-    assert (
-        verdict(event(E.PROGRAM_CREATED, data={"session_verification": False, "auto_confirm_window": "P1M"}))
-        != "ok"
-    )
+    assert verdict(event(E.PROGRAM_CREATED, data={"session_verification": False, "auto_confirm_window": "P1M"})) != "ok"
 
 
 def test_settings_update_needs_at_least_one_setting_and_no_null_auto_confirm() -> None:
@@ -728,7 +706,47 @@ def test_who_may_send_what(type_: str, role: str) -> None:
 
 
 def test_schema_is_checked_before_the_role() -> None:
-    obj = event(
-        E.SETTINGS_UPDATED, actor={"id": "u", "role": "participant"}, data={"late_cancel_window": "P1M"}
-    )
+    obj = event(E.SETTINGS_UPDATED, actor={"id": "u", "role": "participant"}, data={"late_cancel_window": "P1M"})
     assert verdict(obj) == R.SCHEMA_VIOLATION
+
+
+# ------------------------------------------------------------------------------- the fast path
+
+
+@pytest.mark.parametrize("type_", PATH_TYPES[1:])
+def test_fast_path_takes_plain_meeting_events_and_agrees(type_: str) -> None:
+    message = raw(event(type_, data={"reason": "sick"} if type_ == E.CANCELED else {}))
+    fast = E.decode_fast(message)
+    assert fast is not None
+    assert fast == E.validate(E.parse(message))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        raw(event(extra=float("nan"))),  # NaN literal: pydantic's parser accepts it, JSON does not
+        raw(event()).replace(b'"org_id"', b'"extra": Infinity, "org_id"'),
+        raw(event()).replace(b'"org_id"', b'"extra": -Infinity, "org_id"'),
+        raw(event(E.CANCELED, data={"reason": "\\ud800"})).replace(b"\\\\ud800", b"\\ud800"),  # lone surrogate
+        raw(event(E.CANCELED, data={"reason": "caf\u00e9"})),  # escaped non-ASCII
+        json.dumps(event(E.CANCELED, data={"reason": "caf\u00e9"}), ensure_ascii=False).encode(),  # raw UTF-8
+        raw(event(schema_version=2)),  # valid for the models, but another version
+        raw(event(E.ORG_SET)),  # not a meeting event
+        raw(event(E.PATH_HOURS_SET)),  # hours need the exact decimal text
+        raw(event()).replace(b'"org_id"', b'"x": ' + b"[" * 250 + b"]" * 250 + b', "org_id"'),  # deep
+        pad_to(event(), 64 * 1024 + 1),
+        b'{"type": "meeting.canceled"}',
+        b"[]",
+    ],
+)
+def test_fast_path_leaves_everything_else_to_the_precise_path(message: bytes) -> None:
+    assert E.decode_fast(message) is None
+    verdict(message)  # and the entry points agree with the precise path
+
+
+def test_fast_path_parser_stops_before_the_nesting_limit() -> None:
+    """decode_fast relies on pydantic's JSON parser refusing nesting deeper than MAX_NESTING."""
+    depth = E.MAX_NESTING - 1
+    message = raw(event()).replace(b'"org_id"', b'"x": ' + b"[" * depth + b"]" * depth + b', "org_id"')
+    assert E.decode_fast(message) is None
+    assert verdict(message) == "ok"

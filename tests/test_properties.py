@@ -126,9 +126,7 @@ def admin_events(draw: st.DrawFn) -> dict[str, Any]:
         }
         return envelope(type_, at, org, role, data, program_id=program)
     fields = draw(
-        st.sets(
-            st.sampled_from(["late_cancel_window", "auto_confirm_window", "authorized_hours"]), min_size=1
-        )
+        st.sets(st.sampled_from(["late_cancel_window", "auto_confirm_window", "authorized_hours"]), min_size=1)
     )
     data = {}
     if "late_cancel_window" in fields:
@@ -157,9 +155,7 @@ def path_events(draw: st.DrawFn) -> dict[str, Any]:
     org, program = draw(tenancy(path))
     ids = {"program_id": program, "path_id": path}
     if type_ == E.PATH_HOURS_SET:
-        return envelope(
-            type_, at, org, role, {"authorized_hours": draw(st.sampled_from(HOURS_VALUES))}, **ids
-        )
+        return envelope(type_, at, org, role, {"authorized_hours": draw(st.sampled_from(HOURS_VALUES))}, **ids)
     data: dict[str, Any] = {"meeting_id": meeting}
     if type_ in (E.SCHEDULED, E.RESCHEDULED):
         start = BASE + draw(st.integers(0, 72)) * HOUR
@@ -234,9 +230,7 @@ def stories(draw: st.DrawFn) -> list[dict[str, Any]]:
         offsets = [draw(st.sampled_from(STORY_OFFSETS)) for _ in kinds]
     else:  # a late cancel and its disputes, in time order
         kinds = [draw(st.sampled_from([E.CANCELED, E.RESCHEDULED]))]
-        kinds += draw(
-            st.lists(st.sampled_from(["dispute_f", "dispute_p", E.DISPUTE_RESOLVED]), min_size=1, max_size=5)
-        )
+        kinds += draw(st.lists(st.sampled_from(["dispute_f", "dispute_p", E.DISPUTE_RESOLVED]), min_size=1, max_size=5))
         offsets = sorted(draw(st.sampled_from(STORY_OFFSETS)) for _ in kinds)
     for kind, offset in zip(kinds, offsets, strict=True):
         at = format_instant(start + offset)
@@ -268,9 +262,7 @@ def stories(draw: st.DrawFn) -> list[dict[str, Any]]:
     extra = draw(st.integers(0, 5))
     if extra == 0:
         key = draw(st.sampled_from(["late_cancel_window", "auto_confirm_window"]))
-        change = {
-            key: draw(st.sampled_from(LATE_WINDOWS if key == "late_cancel_window" else CONFIRM_WINDOWS))
-        }
+        change = {key: draw(st.sampled_from(LATE_WINDOWS if key == "late_cancel_window" else CONFIRM_WINDOWS))}
         at = format_instant(start + draw(st.sampled_from(STORY_OFFSETS)))
         story.insert(
             draw(st.integers(0, len(story))),
@@ -292,9 +284,7 @@ def event_streams(draw: st.DrawFn, max_size: int = 40) -> list[dict[str, Any]]:
     body: list[dict[str, Any]] = []
     for _ in range(draw(st.integers(0, 8))):
         body += draw(stories())
-    body += draw(
-        st.lists(st.one_of(path_events(), admin_events()), max_size=max(0, max_size - len(body)) // 4)
-    )
+    body += draw(st.lists(st.one_of(path_events(), admin_events()), max_size=max(0, max_size - len(body)) // 4))
     for _ in range(draw(st.integers(0, 3))):
         if len(body) > 1:
             i = draw(st.integers(0, len(body) - 1))
@@ -332,9 +322,7 @@ SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 
 @SETTINGS
 @given(stream=event_streams(), junk=st.lists(st.sampled_from(JUNK), max_size=3), data=st.data())
-def test_redelivery_changes_nothing(
-    stream: list[dict[str, Any]], junk: list[bytes], data: st.DataObject
-) -> None:
+def test_redelivery_changes_nothing(stream: list[dict[str, Any]], junk: list[bytes], data: st.DataObject) -> None:
     lines = [encode(e) for e in stream] + junk
     at = BASE + data.draw(st.integers(-2, 8)) * DAY
     original = run(lines).document(at)
@@ -342,9 +330,7 @@ def test_redelivery_changes_nothing(
     # (original index, is a copy) for every line of the new stream
     sequence: list[tuple[int, bool]] = [(i, False) for i in range(len(lines))]
     if lines:
-        picks = data.draw(
-            st.lists(st.tuples(st.integers(0, len(lines) - 1), st.integers(0, 10**6)), max_size=12)
-        )
+        picks = data.draw(st.lists(st.tuples(st.integers(0, len(lines) - 1), st.integers(0, 10**6)), max_size=12))
         for index, where in picks:
             position = sequence.index((index, False))
             insert_at = position + 1 + where % (len(sequence) - position)
@@ -475,18 +461,12 @@ def check_decoding_agrees(raw: bytes) -> None:
 def primed_state() -> State:
     state = State()
     for event in PRELUDE:
-        process_message(
-            state, encode({**event, "event_id": f"prelude-{event['type']}-{event.get('program_id')}"})
-        )
+        process_message(state, encode({**event, "event_id": f"prelude-{event['type']}-{event.get('program_id')}"}))
     return state
 
 
 json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
     max_leaves=12,
 )
@@ -616,3 +596,49 @@ def test_messages_around_the_size_limit(stream: list[dict[str, Any]], size: int,
             assert outcomes[0].reason == R.TOO_LARGE
         else:
             assert outcomes[0].reason != R.TOO_LARGE
+
+
+# ------------------------------------------------- the fast path never accepts what the precise rejects
+
+# characters json.dumps writes as they are, without a backslash, and without the capitals N and I
+FAST_ALPHABET = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in '\\"NI')
+fast_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**20), max_value=10**20)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(FAST_ALPHABET, max_size=30)
+    | st.sampled_from(["2026-03-10T10:00:00Z", "2026-03-10T10:00:00", "PT1H", "m1", "x" * 129, "", "a b"])
+)
+fast_values = st.recursive(
+    fast_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(FAST_ALPHABET, max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+MEETING_FIELDS = [f for f in FIELDS if f[-1] not in ("enabled", "session_verification", "authorized_hours")]
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(story=stories(), data=st.data())
+def test_fast_path_agrees_with_the_precise_path(story: list[dict[str, Any]], data: st.DataObject) -> None:
+    for original in story:
+        event: dict[str, Any] = json.loads(json.dumps({**original, "event_id": "ev-1"}))
+        for _ in range(data.draw(st.integers(0, 3))):
+            path = data.draw(st.sampled_from(MEETING_FIELDS))
+            target = event
+            for key in path[:-1]:
+                if not isinstance(target.get(key), dict):
+                    target[key] = {}
+                target = target[key]
+            if data.draw(st.booleans()):
+                target.pop(path[-1], None)
+            else:
+                target[path[-1]] = data.draw(fast_values)
+        raw = json.dumps(event).encode()
+        fast = E.decode_fast(raw)
+        parsed = E.parse(raw)
+        precise = parsed if isinstance(parsed, E.Invalid) else E.validate(parsed)
+        if fast is not None:
+            assert not isinstance(precise, E.Invalid), (raw, precise)
+            assert fast == precise
+        check_decoding_agrees(raw)

@@ -21,6 +21,7 @@ from domain.timefmt import (
     instant_from_datetime,
     parse_duration,
     parse_instant,
+    parse_instant_value,
 )
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -110,9 +111,7 @@ def test_instant_bounds_are_years_1_to_9999_utc() -> None:
 
 def test_format_instant_is_utc_with_z_and_a_fraction_only_when_needed() -> None:
     assert format_instant(us(datetime(2026, 3, 2, 15, 4, 5, tzinfo=UTC))) == "2026-03-02T15:04:05Z"
-    assert (
-        format_instant(us(datetime(2026, 3, 2, 15, 4, 5, 120, tzinfo=UTC))) == "2026-03-02T15:04:05.000120Z"
-    )
+    assert format_instant(us(datetime(2026, 3, 2, 15, 4, 5, 120, tzinfo=UTC))) == "2026-03-02T15:04:05.000120Z"
     assert format_instant(parse_instant("2026-03-02T16:04:05+01:00")) == "2026-03-02T15:04:05Z"
     assert format_instant(MIN_INSTANT) == "0001-01-01T00:00:00Z"
     assert format_instant(MAX_INSTANT) == "9999-12-31T23:59:59.999999Z"
@@ -138,9 +137,7 @@ def test_parse_agrees_with_the_standard_library(dt: datetime) -> None:
     """The fast path (canonical ``...Z``) and the general path agree with ``datetime``."""
     assert parse_instant(dt.isoformat()) == instant_from_datetime(dt)
     utc = dt.astimezone(UTC)
-    canonical = (
-        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}Z"
-    )
+    canonical = f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}Z"
     assert parse_instant(canonical) == instant_from_datetime(utc.replace(microsecond=0))
     assert parse_instant(canonical.lower()) == parse_instant(canonical)
 
@@ -223,3 +220,25 @@ def test_format_duration_canonical_forms() -> None:
     assert format_duration(DAY + 12 * HOUR) == "P1DT12H"
     assert format_duration(90 * MINUTE) == "PT1H30M"
     assert format_duration(0) == "PT0S"
+
+
+def test_cached_lookups_accept_nothing_new() -> None:
+    """Valid halves seen before must not make an invalid whole valid."""
+    assert parse_instant("2026-03-02T15:04:05Z") == parse_instant("2026-03-02T15:04:05Z")  # warm the caches
+    for text in ["2026-03-02t15:04:05Z", "2026-03-02X15:04:05Z", "2026-03-02T15:04:05X", "2026-03-02T15:04:05+"]:
+        if text[10] in "Tt" and text[19] in "Zz":
+            assert parse_instant(text) == parse_instant("2026-03-02T15:04:05Z")
+        else:
+            with pytest.raises(ValueError):
+                parse_instant(text)
+    with pytest.raises(ValueError):
+        parse_instant_value(5)
+    with pytest.raises(ValueError):
+        parse_instant_value(None)
+    assert parse_instant_value("2026-03-02T15:04:05Z") == parse_instant("2026-03-02T15:04:05Z")
+
+
+def test_cached_formatting_is_exact() -> None:
+    for text in ["2026-03-02T15:04:05Z", "2026-03-02T15:04:05.000001Z", "1969-12-31T23:59:59.999999Z"]:
+        for _ in range(2):  # the second time from the caches
+            assert format_instant(parse_instant(text)) == text
