@@ -21,7 +21,7 @@ _BLANK = b" \t\r\n"
 class Replay:
     """Feed it lines (bytes, without the newline) in order, then ask for the document at time T."""
 
-    __slots__ = ("counts", "rejected", "state")
+    __slots__ = ("counts", "expired", "rejected", "state")
 
     # ``counts`` tallies outcomes as they happen: a waiting event counts once as parked and once more
     # under its final outcome when it is retried.
@@ -29,6 +29,7 @@ class Replay:
     def __init__(self) -> None:
         self.state = State()
         self.rejected: list[tuple[int, str | None, str]] = []
+        self.expired: list[tuple[int, str | None, str]] = []  # still waiting when a document was asked for
         self.counts: dict[str, int] = {}
 
     def feed(self, raw: bytes, line: int) -> None:
@@ -45,9 +46,10 @@ class Replay:
 
     def document(self, at: int) -> dict[str, Any]:
         state = self.state
-        expired = expire_parked(state, lambda _item: True)
+        # what still waits is rejected at the end of the input; kept, so that asking again gives the same
+        self.expired += [(o.ref, o.event_id, o.reason) for o in expire_parked(state, lambda _item: True)]  # type: ignore[misc]
         rejected = sorted(self.rejected, key=lambda r: r[0])
-        rejected += sorted(((o.ref, o.event_id, o.reason) for o in expired), key=lambda r: r[0])  # type: ignore[misc]
+        rejected += sorted(self.expired, key=lambda r: r[0])
 
         n = len(STATUSES)
         per_path: dict[str, tuple[list[int], list[int]]] = {}
