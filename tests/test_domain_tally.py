@@ -290,3 +290,11 @@ def test_replay_object_can_be_fed_incrementally_and_counts_outcomes() -> None:
     r.feed(sched("m1", "2026-03-10T10:00:00Z", "2026-03-10T11:00:00Z"), 4)
     assert r.counts == {"applied": 3, "duplicate": 1}
     assert len(r.document(T0)["meetings"]) == 1
+
+
+def test_replay_document_can_be_asked_for_twice() -> None:
+    r = Replay()
+    r.feed(line("meeting.canceled", role="participant", meeting_id="ghost", eid="w"), 1)
+    first = r.document(T0)
+    assert first["rejected"] == [{"line": 1, "event_id": "w", "reason": "unknown_program"}]
+    assert r.document(T0) == first
