@@ -750,3 +750,8 @@ def test_fast_path_parser_stops_before_the_nesting_limit() -> None:
     message = raw(event()).replace(b'"org_id"', b'"x": ' + b"[" * depth + b"]" * depth + b', "org_id"')
     assert E.decode_fast(message) is None
     assert verdict(message) == "ok"
+
+
+def test_a_huge_integer_version_is_unsupported_not_invalid() -> None:
+    message = raw(event()).replace(b'"schema_version": 1', b'"schema_version": ' + b"7" * 5000)
+    assert verdict(message) == R.UNSUPPORTED_SCHEMA_VERSION

@@ -72,17 +72,13 @@ class World:
         if not type_.startswith(("organization.", "program.")):
             obj["path_id"] = path
         obj["actor"] = {"id": "user-1", "role": role or DEFAULT_ROLE[type_]}
-        obj["data"] = {
-            k: (format_instant(v) if k in TIME_KEYS and isinstance(v, int) else v) for k, v in data.items()
-        }
+        obj["data"] = {k: (format_instant(v) if k in TIME_KEYS and isinstance(v, int) else v) for k, v in data.items()}
         self.outcomes = process_message(self.state, json.dumps(obj).encode(), self.count)
         return self.outcomes[0]
 
     # shorthands
     def org(self, enabled: bool = True, org: str = "org-1", **kw: Any) -> Outcome:
-        return self.send(
-            "organization.session_management_set", "2026-01-01T00:00:00Z", org=org, enabled=enabled, **kw
-        )
+        return self.send("organization.session_management_set", "2026-01-01T00:00:00Z", org=org, enabled=enabled, **kw)
 
     def program(
         self,
@@ -316,9 +312,7 @@ def test_ids_are_global_across_orgs() -> None:
 def test_role_is_checked_before_references() -> None:
     w = World()
     w.org()
-    out = w.send(
-        "meeting.confirmation_submitted", role="facilitator", program="prog-9", meeting_id="m1", occurred=True
-    )
+    out = w.send("meeting.confirmation_submitted", role="facilitator", program="prog-9", meeting_id="m1", occurred=True)
     assert kind(out) == (REJECTED, R.FORBIDDEN)
     assert not w.state.parked
 
@@ -573,9 +567,7 @@ def test_roles_that_may_not_resolve(role: str) -> None:
     assert kind(w.resolve(START + HOUR, "upheld", role=role)) == (REJECTED, R.FORBIDDEN)
 
 
-@pytest.mark.parametrize(
-    "setup", ["upcoming", "unconfirmed", "confirmed", "canceled", "rescheduled", "auto_confirmed"]
-)
+@pytest.mark.parametrize("setup", ["upcoming", "unconfirmed", "confirmed", "canceled", "rescheduled", "auto_confirmed"])
 @pytest.mark.parametrize("role", ["facilitator", "participant"])
 def test_dispute_in_another_status_is_invalid(setup: str, role: str) -> None:
     w = ready()
@@ -894,3 +886,53 @@ def test_version_counts_applied_events_touching_the_path() -> None:
     w.confirm(END)
     w.send("path.authorized_hours_set", authorized_hours=3)
     assert w.state.paths["path-1"].changes == 3
+
+
+# ============================================================================ decisions (docs/policy.md)
+
+
+def test_events_of_a_meeting_are_not_compared_with_the_schedule_time() -> None:
+    """Decision 23: a cancel dated before its meeting.scheduled's own occurred_at is accepted."""
+    w = World()
+    w.org()
+    w.program()
+    w.schedule(at="2026-03-05T00:00:00Z")
+    assert kind(w.cancel("2026-03-01T00:00:00Z")) == (APPLIED, None)
+    assert w.status(START) == "canceled"
+
+
+def test_dispute_stays_open_when_a_late_settings_change_unlates_the_cancel() -> None:
+    """Decision 25."""
+    w = late_canceled()  # canceled at START - 1 h under a 24 h window
+    w.dispute(START, "facilitator")
+    w.settings(START - 5 * DAY, late_cancel_window=None)
+    assert w.status(START) == "canceled"
+    assert w.state.meetings["m1"].dispute_open
+    assert kind(w.resolve(START + HOUR, "upheld")) == (APPLIED, None)
+    assert w.status(START + 2 * HOUR) == "canceled"  # waiving a cancel that is not late changes nothing
+
+
+def test_meeting_ids_of_skipped_events_are_not_used() -> None:
+    """Decision 19."""
+    w = World()
+    w.org()
+    w.program("off", verification=False, acw=None)
+    w.program("on")
+    assert kind(w.schedule("m1", program="off", path="path-off")) == (SKIPPED, None)
+    assert kind(w.schedule("m1", program="on", path="path-on")) == (APPLIED, None)
+
+
+def test_program_hours_update_dated_before_creation_still_wins() -> None:
+    """Decision 26."""
+    w = ready()
+    w.settings("2025-06-01T00:00:00Z", authorized_hours=3)
+    assert w.state.programs["prog-1"].authorized_hours_in_force() == 3
+
+
+def test_program_hours_latest_in_event_time_ties_to_later_processed() -> None:
+    w = ready()
+    w.settings("2026-03-05T00:00:00Z", authorized_hours=20)
+    w.settings("2026-03-04T00:00:00Z", authorized_hours=40)  # older: not in force
+    assert w.state.programs["prog-1"].authorized_hours_in_force() == 20
+    w.settings("2026-03-05T00:00:00Z", authorized_hours=None)  # tie: later processed wins
+    assert w.state.programs["prog-1"].authorized_hours_in_force() is None
