@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import ARRAY, BigInteger, Integer, any_, bindparam, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import tables as T
@@ -27,7 +26,7 @@ from storage.messages import LANES
 log = logging.getLogger("session_tally.relay")
 
 LANE_LOCK_BASE = 7_270_100  # pg advisory lock keys LANE_LOCK_BASE + lane
-ROWS_PER_ROUND = 5000
+ROWS_PER_ROUND = 10000
 
 
 class Relay:
@@ -88,24 +87,29 @@ class Relay:
         self._wake.set()
 
     async def publish_once(self) -> int:
-        """One round over the lanes that have rows; returns the number of messages published."""
-        async with self.engine.connect() as conn:
-            lanes = [r[0] for r in await conn.execute(select(T.outbox.c.lane).distinct())]
-        random.shuffle(lanes)
-        total = 0
-        for lane in lanes:
-            total += await self._publish_lane(lane)
-        return total
-
-    async def _publish_lane(self, lane: int) -> int:
+        """One round: lock every lane that has rows and no other relay, publish up to ROWS_PER_ROUND of
+        their rows in id order (one Kafka round trip for all), delete them; returns how many."""
         o = T.outbox
         async with self.engine.begin() as conn:
-            if not await conn.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": LANE_LOCK_BASE + lane}):
-                return 0  # another relay is publishing this lane
+            lanes = [r[0] for r in await conn.execute(select(o.c.lane).distinct())]
+            if not lanes:
+                return 0
+            got = [
+                r[0]
+                for r in await conn.execute(
+                    text(
+                        "SELECT lane FROM unnest(CAST(:lanes AS int[])) AS lane "
+                        "WHERE pg_try_advisory_xact_lock(:base + lane) ORDER BY lane"
+                    ),
+                    {"lanes": sorted(lanes), "base": LANE_LOCK_BASE},
+                )
+            ]
+            if not got:
+                return 0  # other relays are publishing these lanes
             rows = (
                 await conn.execute(
                     select(o.c.id, o.c.topic, o.c.key, o.c.value, o.c.headers)
-                    .where(o.c.lane == lane)
+                    .where(o.c.lane == any_(bindparam("lanes", got, type_=ARRAY(Integer))))
                     .order_by(o.c.id)
                     .limit(ROWS_PER_ROUND)
                 )
@@ -118,7 +122,9 @@ class Relay:
                 headers = [(k, v.encode("utf-8")) for k, v in r.headers] if r.headers else None
                 futures.append(await send(self.topics[r.topic], r.value, key=r.key, headers=headers))
             await asyncio.gather(*futures)
-            await conn.execute(delete(o).where(o.c.id.in_([r.id for r in rows])))
+            await conn.execute(
+                delete(o).where(o.c.id == any_(bindparam("ids", [r.id for r in rows], type_=ARRAY(BigInteger))))
+            )
         self.published += len(rows)
         if self.metrics is not None:
             self.metrics.inc("session_tally_published_messages_total", len(rows))
