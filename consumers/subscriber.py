@@ -77,7 +77,7 @@ class InputSubscriber:
             max_poll_interval_ms=300_000,
             rebalance_timeout_ms=60_000,
             session_timeout_ms=15_000,
-            heartbeat_interval_ms=3_000,
+            heartbeat_interval_ms=1_000,
             max_partition_fetch_bytes=2 * 1024 * 1024,
             parser=_tolerant_parser,
             decoder=_raw_decoder,

@@ -79,15 +79,16 @@ async def run_worker(
         sweeper.wake()
 
     janitor = WaitingJanitor(uow, settings.park_timeout_s, relay.wake, metrics)
-    # One subscriber per input topic, both in the consumer group: the admin topic (few, small events that
-    # path events depend on) is never stuck behind a backlog of path events.
+    # One subscriber per input topic, each in its own consumer group (`<group>` for path events,
+    # `<group>.admin` for admin events): the admin topic (few, small events that path events depend on)
+    # is never stuck behind a backlog of path events, and neither waits for the other's rebalances.
     admin_subscriber = InputSubscriber(uow, committed, metrics, min(500, options.max_records), options.batch_timeout_ms)
     path_subscriber = InputSubscriber(uow, committed, metrics, options.max_records, options.batch_timeout_ms)
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers, graceful_timeout=options.graceful_timeout_s, log_level=logging.DEBUG
     )
     instance = options.instance_id
-    admin_subscriber.register(broker, (topics.admin_events,), settings.group_id, instance and f"{instance}-admin")
+    admin_subscriber.register(broker, (topics.admin_events,), f"{settings.group_id}.admin", instance and f"{instance}-admin")
     path_subscriber.register(broker, (topics.path_events,), settings.group_id, instance and f"{instance}-path")
     app = FastStream(broker)
     tasks: list[asyncio.Task[None]] = []
