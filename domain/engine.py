@@ -233,9 +233,15 @@ def _register_path(state: State, event: Any, program: Program) -> Path:
     return path
 
 
+_ADMIN_TYPES = E.ADMIN_TYPES
+_PATH_HOURS_SET = E.PATH_HOURS_SET
+_SCHEDULED = E.SCHEDULED
+_RESCHEDULED = E.RESCHEDULED
+
+
 def _apply(state: State, event: Any, ref: Any, created: list[tuple[str, str]], seq: int | None) -> Outcome:
     kind = event.type
-    if kind in E.ADMIN_TYPES:
+    if kind in _ADMIN_TYPES:
         return _apply_admin(state, event, ref, created, seq)
 
     # references of path and meeting events, in the order of SPEC section 7
@@ -248,31 +254,36 @@ def _apply(state: State, event: Any, ref: Any, created: list[tuple[str, str]], s
     if program.org_id != event.org_id:
         return _reject(event, R.TENANT_MISMATCH, f"program {program.program_id} belongs to org {program.org_id}", ref)
     if not program.session_verification:
-        _register_path(state, event, program)
+        if path is None:
+            _register_path(state, event, program)
         return Outcome(SKIPPED, event.event_id, None, "session verification is off", ref, event)
 
-    if kind == E.PATH_HOURS_SET:
-        path = _register_path(state, event, program)
+    if kind == _PATH_HOURS_SET:
+        if path is None:
+            path = _register_path(state, event, program)
         hours = event.data.authorized_hours
         if path.override_at is None or event.occurred_at >= path.override_at:
             path.override_hours = hours
             path.override_at = event.occurred_at
         _touch_path(state, path)
         _audit(state, "path_note", event, None, event.data.note, authorized_hours=hours)
-        return Outcome(APPLIED, event.event_id, ref=ref, event=event)
+        return Outcome(APPLIED, event.event_id, None, "", ref, event)
 
     data = event.data
     meeting = state.meetings.get(data.meeting_id)
     if meeting is not None and meeting.path_id != event.path_id:
         return _reject(event, R.TENANT_MISMATCH, f"meeting {meeting.meeting_id} belongs to path {meeting.path_id}", ref)
-    if kind == E.SCHEDULED:
+    if kind == _SCHEDULED:
         if meeting is not None:
             return _reject(event, R.MEETING_EXISTS, f"meeting {data.meeting_id} exists", ref)
-        path = _register_path(state, event, program)
+        if path is None:
+            path = _register_path(state, event, program)
         _create_meeting(state, data.meeting_id, path, data.start, data.end, created)
-        _touch_path(state, path)
-        return Outcome(APPLIED, event.event_id, ref=ref, event=event)
-    if kind == E.RESCHEDULED and data.new_meeting_id in state.meetings:
+        path.changes += 1  # _touch_path, inlined
+        if state.changes is not None:
+            state.changes.paths.add(path.path_id)
+        return Outcome(APPLIED, event.event_id, None, "", ref, event)
+    if kind == _RESCHEDULED and data.new_meeting_id in state.meetings:
         return _reject(event, R.MEETING_EXISTS, f"meeting {data.new_meeting_id} exists", ref)
     if meeting is None:
         return _park(state, event, WAIT_MEETING, data.meeting_id, ref, seq)
@@ -280,9 +291,11 @@ def _apply(state: State, event: Any, ref: Any, created: list[tuple[str, str]], s
     assert path is not None  # a known meeting's path is registered
     outcome = _lifecycle(state, event, program, path, meeting, ref, created)
     if outcome is None:
-        _touch_meeting(state, meeting)
-        _touch_path(state, path)
-        return Outcome(APPLIED, event.event_id, ref=ref, event=event)
+        path.changes += 1  # _touch_meeting and _touch_path, inlined
+        if state.changes is not None:
+            state.changes.meetings.add(meeting.meeting_id)
+            state.changes.paths.add(path.path_id)
+        return Outcome(APPLIED, event.event_id, None, "", ref, event)
     return outcome
 
 
