@@ -642,3 +642,26 @@ def test_fast_path_agrees_with_the_precise_path(story: list[dict[str, Any]], dat
             assert not isinstance(precise, E.Invalid), (raw, precise)
             assert fast == precise
         check_decoding_agrees(raw)
+
+
+# ------------------------------------------------------------------- rejected events change nothing
+
+
+@SETTINGS
+@given(stream=event_streams(), junk=st.lists(st.sampled_from(JUNK), max_size=2), data=st.data())
+def test_rejected_events_change_no_state(stream: list[dict[str, Any]], junk: list[bytes], data: st.DataObject) -> None:
+    """Leaving out any of the rejected lines (unique event ids) gives the same tallies and meetings, and
+    the same rejections for the lines that remain."""
+    lines = [encode(e) for e in stream] + junk
+    at = BASE + data.draw(st.integers(-2, 8)) * DAY
+    original = run(lines).document(at)
+    rejected_lines = sorted({entry["line"] for entry in original["rejected"]})
+    if not rejected_lines:
+        return
+    dropped = set(data.draw(st.lists(st.sampled_from(rejected_lines), min_size=1, unique=True)))
+    kept = [n for n in range(1, len(lines) + 1) if n not in dropped]
+    again = run([lines[n - 1] for n in kept]).document(at)
+    assert again["tallies"] == original["tallies"]  # versions too: they count applied events only
+    assert again["meetings"] == original["meetings"]
+    renumbered = [{**entry, "line": kept[entry["line"] - 1]} for entry in again["rejected"]]
+    assert renumbered == [entry for entry in original["rejected"] if entry["line"] not in dropped]
