@@ -245,6 +245,19 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _ensure_topics(bootstrap: str, topics: Topics) -> None:
+    """Create missing topics (as `session-tally topics create` does); mismatches are only reported."""
+    from session_tally.topics import ensure_topics
+
+    try:
+        mismatches = asyncio.run(ensure_topics(bootstrap, topics))
+    except Exception as exc:  # unreachable broker: publishing reports it with its own message
+        print(f"session-tally publish: could not check the topics: {exc}", file=sys.stderr)
+        return
+    for mismatch in mismatches:
+        print(f"session-tally publish: warning: {mismatch}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     bootstrap, topics = kafka_target(args)
     try:
@@ -261,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
 
     blanks = [0]
     try:
+        _ensure_topics(bootstrap, topics)
         with fh:
             counts = asyncio.run(publish_records(bootstrap, topics, file_items(fh, blanks), progress))
     except OSError as exc:

@@ -58,8 +58,12 @@ async def run_worker(
     from storage.db import async_engine, upgrade
     from storage.unit_of_work import UnitOfWork
 
+    from session_tally.topics import ensure_topics
+
     revision = await asyncio.to_thread(upgrade, settings.database_url, settings.db_schema)
     log.info("database schema %s at revision %s", settings.db_schema, revision)
+    for mismatch in await ensure_topics(settings.kafka_bootstrap_servers, settings.topics, settings.input_partitions):
+        log.warning("topic mismatch: %s", mismatch)  # missing topics were created; a mismatch is only reported
 
     metrics = Metrics()
     engine = async_engine(settings.database_url, settings.db_schema, pool_size=options.pool_size)
@@ -123,7 +127,11 @@ async def run_worker(
         tasks.append(asyncio.create_task(janitor.run(), name="janitor"))
         port = -1
         if options.http_port >= 0:
-            port = await endpoint.start(options.http_host, options.http_port)
+            try:
+                port = await endpoint.start(options.http_host, options.http_port)
+            except OSError as exc:  # e.g. a second worker on this machine: take any free port instead
+                port = await endpoint.start(options.http_host, 0)
+                log.warning("port %d unavailable (%s); health and metrics on port %d", options.http_port, exc, port)
         info = {
             "group_id": settings.group_id,
             "topics": list(topics.inputs),

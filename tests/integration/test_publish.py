@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import asyncio
 import os
+import uuid
 import subprocess
 import sys
 import time
@@ -127,7 +129,12 @@ def test_publish_command_prints_a_summary(kafka_bootstrap: str, topics: Topics, 
 
 
 @pytest.mark.integration
-def test_publish_to_missing_topics_says_how_to_create_them(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_publish_creates_missing_topics_with_their_settings(kafka_bootstrap: str, tmp_path: Path) -> None:
+    from session_tally.config import Topics
+    from session_tally.topics import ensure_topics
+    from tests.conftest import delete_topics
+
+    prefix = f"absent-{os.getpid()}-{uuid.uuid4().hex[:6]}."
     events = tmp_path / "events.jsonl"
     events.write_bytes(_events_file(10, seed=13))
     done = subprocess.run(
@@ -140,7 +147,7 @@ def test_publish_to_missing_topics_says_how_to_create_them(kafka_bootstrap: str,
             "--bootstrap",
             kafka_bootstrap,
             "--topic-prefix",
-            f"absent-{os.getpid()}.",
+            prefix,
         ],
         capture_output=True,
         text=True,
@@ -148,8 +155,14 @@ def test_publish_to_missing_topics_says_how_to_create_them(kafka_bootstrap: str,
         timeout=120,
         check=False,
     )
-    assert done.returncode == 2
-    assert "session-tally topics create" in done.stderr
+    named = Topics.from_env(prefix=prefix)
+    try:
+        assert done.returncode == 0, done.stderr
+        assert "published 10 messages" in done.stderr
+        # created as `topics create` would: checking them again reports no mismatch
+        assert asyncio.run(ensure_topics(kafka_bootstrap, named)) == []
+    finally:
+        asyncio.run(delete_topics(kafka_bootstrap, [*named.inputs, *named.outputs]))
 
 
 def test_publish_of_an_unreadable_file_exits_2(tmp_path: Path) -> None:
