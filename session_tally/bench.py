@@ -183,7 +183,9 @@ def run_replay(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------- the command
 
-BENCHMARKS: list[Callable[[Any], None]] = [register_replay]
+from session_tally.bench_pipeline import register_pipeline  # noqa: E402 (`bench pipeline`)
+
+BENCHMARKS: list[Callable[[Any], None]] = [register_replay, register_pipeline]
 
 
 def register(sub: Any) -> None:
