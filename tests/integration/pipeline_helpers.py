@@ -4,6 +4,7 @@ pipeline is idle (every input offset applied, outbox and waiting events empty), 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -282,6 +283,22 @@ def ready_info(log_path: Path, proc: subprocess.Popen[bytes], timeout_s: float =
     return wait_until(find, timeout_s, f"'{READY_PREFIX.strip()}' in {log_path.name}", interval_s=0.1, procs=[proc])  # type: ignore[no-any-return]
 
 
+def metric_value(http: str, name: str) -> float:
+    """The sum over all label sets of metric ``name`` on a worker's ``/metrics`` (0 when absent)."""
+    import urllib.request
+
+    with urllib.request.urlopen(http + "/metrics", timeout=5) as response:
+        body = response.read().decode()
+    total = 0.0
+    for line in body.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        series, value = line.rsplit(" ", 1)
+        if series.split("{", 1)[0] == name:
+            total += float(value)
+    return total
+
+
 def kill_worker(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL: no shutdown hook runs, nothing is flushed, committed or acknowledged."""
     if proc.poll() is None:
@@ -332,16 +349,26 @@ async def read_raw_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) ->
 
 
 async def kafka_committed(bootstrap: str, group_id: str) -> dict[str, int]:
-    """The consumer group's committed positions in Kafka, as 'topic:partition' -> offset."""
+    """The positions committed in Kafka by the consumer group ``group_id`` and by the groups derived from
+    it (``<group_id>.<suffix>``, e.g. a worker's admin-topic group), as 'topic:partition' -> offset (the
+    highest when two groups committed one partition)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
+    out: dict[str, int] = {}
     try:
-        offsets = await admin.list_consumer_group_offsets(group_id)
+        groups = [g[0] for g in await admin.list_consumer_groups()]
+        for group in groups:
+            if group != group_id and not group.startswith(group_id + "."):
+                continue
+            for tp, om in (await admin.list_consumer_group_offsets(group)).items():
+                key = f"{tp.topic}:{tp.partition}"
+                if om.offset >= 0:
+                    out[key] = max(out.get(key, -1), om.offset)
     finally:
         await admin.close()
-    return {f"{tp.topic}:{tp.partition}": om.offset for tp, om in offsets.items() if om.offset >= 0}
+    return out
 
 
 def check_versions(records: Sequence[dict[str, Any]], entity: str) -> dict[str, int]:
@@ -349,7 +376,6 @@ def check_versions(records: Sequence[dict[str, Any]], entity: str) -> dict[str, 
     published order: a (entity, version) pair never carries two different contents, and a version below
     the highest one already published for its entity is only ever an exact re-publication of an earlier
     message (what a relay crash between send and delete produces). Returns counts for the report."""
-    import json
 
     content: dict[tuple[str, int], bytes] = {}
     highest: dict[str, int] = {}
@@ -430,17 +456,22 @@ async def group_assignment(bootstrap: str, group_id: str) -> tuple[str, dict[str
 
 
 def wait_group(
-    bootstrap: str, group_id: str, members: int, timeout_s: float, procs: Sequence[subprocess.Popen[bytes]] = ()
+    bootstrap: str,
+    group_id: str,
+    members: int | None,
+    timeout_s: float,
+    procs: Sequence[subprocess.Popen[bytes]] = (),
 ) -> dict[str, list[str]]:
-    """Wait until the group is Stable with ``members`` members, each assigned at least one partition."""
+    """Wait until the group is Stable with ``members`` members (any number when None), each assigned at
+    least one partition; returns the assignment."""
 
     def stable() -> dict[str, list[str]] | None:
         state, assigned = asyncio.run(group_assignment(bootstrap, group_id))
-        ok = state == "Stable" and len(assigned) == members and all(assigned.values())
-        return assigned if ok else None
+        ok = state == "Stable" and bool(assigned) and all(assigned.values())
+        return assigned if ok and (members is None or len(assigned) == members) else None
 
     result: dict[str, list[str]] = wait_until(
-        stable, timeout_s, f"group {group_id} stable with {members} members", interval_s=0.25, procs=procs
+        stable, timeout_s, f"group {group_id} stable with {members or 'its'} members", interval_s=0.25, procs=procs
     )
     return result
 
@@ -477,3 +508,164 @@ class BackgroundPublish:
     def applied(self, offsets: dict[str, int]) -> float:
         """Fraction of the whole stream applied (the input topics are fresh: offsets count records)."""
         return sum(offsets.values()) / self.total if self.total else 1.0
+
+
+def assert_same_document(got: dict[str, Any], want: dict[str, Any]) -> None:
+    """Equality, with a readable first difference instead of a multi-thousand-line diff."""
+    for part in ("tallies", "meetings", "rejected"):
+        g, w = got[part], want[part]
+        if g == w:
+            continue
+        key = {"tallies": "path_id", "meetings": "meeting_id"}.get(part)
+        if key:
+            gi, wi = {d[key]: d for d in g}, {d[key]: d for d in w}
+            missing = sorted(set(wi) - set(gi))[:5]
+            extra = sorted(set(gi) - set(wi))[:5]
+            differ = [(k, gi[k], wi[k]) for k in sorted(set(gi) & set(wi)) if gi[k] != wi[k]][:3]
+            raise AssertionError(
+                f"{part} differ: missing {missing}, unexpected {extra}, first differences (got, want): {differ}"
+            )
+        gs = {json.dumps(d, sort_keys=True) for d in g}
+        ws = {json.dumps(d, sort_keys=True) for d in w}
+        raise AssertionError(
+            f"rejected differ ({len(g)} vs {len(w)}): "
+            f"only in pipeline {sorted(gs - ws)[:5]}, only in replay {sorted(ws - gs)[:5]}"
+        )
+    assert got == want
+
+
+def check_rejected(records: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """The raw records of the rejected topic: one input (topic, partition, offset) is only ever rejected
+    with one content (a repeat is a re-publication of the same outbox row)."""
+    content: dict[tuple[str, int, int], bytes] = {}
+    repeats = 0
+    for rec in records:
+        src = json.loads(rec["value"])["source"]
+        where = (src["topic"], src["partition"], src["offset"])
+        previous = content.setdefault(where, rec["value"])
+        if previous is not rec["value"]:
+            assert previous == rec["value"], (
+                f"input {where} rejected with two contents:\n{previous!r}\n{rec['value']!r}"
+            )
+            repeats += 1
+    return {"messages": len(records), "distinct": len(content), "repeats": repeats}
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy URL (``postgresql+psycopg://``) as a libpq connection string for psycopg."""
+    scheme, rest = url.split("://", 1)
+    return "postgresql://" + rest if scheme.startswith("postgres") else url
+
+
+class FastProbe:
+    """Raw psycopg (autocommit) on the test's schema: sub-millisecond polls, for aiming kills.
+
+    - ``offsets()``: the applied input offsets (``consumer_offsets``);
+    - ``sessions(app)``: every session of ``application_name`` inside a transaction: whether it holds a
+      lock on ``consumer_offsets`` (only an input-batch transaction takes one), which outbox lane locks of
+      the relay it holds (advisory ``lane_lock_base + lane``), its state, since when (``since``,
+      ``age`` in seconds) and its last statement;
+    - ``outbox_values(lane)``: the bytes of the rows still in the outbox;
+    - ``wait_notify(timeout_s)``: block until a NOTIFY on ``channel`` (the batch transactions notify the
+      relay when they commit outbox rows) or the timeout; ``application_of(pid)`` tells whose it was.
+    """
+
+    def __init__(self, settings: Settings, lane_lock_base: int, lanes: int, channel: str | None = None) -> None:
+        import psycopg
+
+        self.schema = settings.db_schema
+        self.conn = psycopg.connect(libpq_url(settings.database_url), autocommit=True)
+        self.lanes = (lane_lock_base, lane_lock_base + lanes - 1)
+        self.listen = None
+        if channel:
+            self.listen = psycopg.connect(libpq_url(settings.database_url), autocommit=True)
+            self.listen.execute(f'LISTEN "{channel}"')
+
+    def close(self) -> None:
+        self.conn.close()
+        if self.listen is not None:
+            self.listen.close()
+
+    def offsets(self) -> dict[str, int]:
+        import psycopg
+
+        try:
+            rows = self.conn.execute(
+                f'SELECT topic, partition, next_offset FROM "{self.schema}".consumer_offsets', prepare=True
+            ).fetchall()
+        except psycopg.errors.UndefinedTable:  # before the first worker migrated the schema
+            return {}
+        return {f"{t}:{p}": o for t, p, o in rows}
+
+    def sessions(self, application_name: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            """
+            SELECT a.pid, a.state, left(a.query, 80), a.state_change,
+                   extract(epoch FROM clock_timestamp() - a.state_change) AS age,
+                   EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'relation'
+                           AND l.relation = to_regclass(%(tbl)s)) AS batch,
+                   (SELECT array_agg(l.objid::bigint - %(lo)s) FROM pg_locks l WHERE l.pid = a.pid
+                           AND l.locktype = 'advisory' AND l.granted AND l.classid = 0
+                           AND l.objid::bigint BETWEEN %(lo)s AND %(hi)s) AS lanes
+            FROM pg_stat_activity a
+            WHERE a.application_name = %(app)s AND a.xact_start IS NOT NULL
+            """,
+            {
+                "tbl": f'"{self.schema}".consumer_offsets',
+                "lo": self.lanes[0],
+                "hi": self.lanes[1],
+                "app": application_name,
+            },
+            prepare=True,
+        ).fetchall()
+        return [
+            {"pid": pid, "state": s, "query": q, "since": since, "age": float(age), "batch": b, "lanes": lanes or []}
+            for pid, s, q, since, age, b, lanes in rows
+        ]
+
+    def outbox_values(self, lane: int | None = None) -> list[bytes]:
+        where = "" if lane is None else f" WHERE lane = {int(lane)}"
+        return [bytes(v) for (v,) in self.conn.execute(f'SELECT value FROM "{self.schema}".outbox{where}').fetchall()]
+
+    def wait_notify(self, timeout_s: float) -> int | None:
+        """The backend pid of the next NOTIFY on the channel, or None after ``timeout_s``."""
+        assert self.listen is not None
+        for note in self.listen.notifies(timeout=timeout_s, stop_after=1):
+            return int(note.pid)
+        return None
+
+    def pids(self, application_name: str) -> set[int]:
+        rows = self.conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,))
+        return {int(r[0]) for r in rows}
+
+    def application_of(self, pid: int) -> str | None:
+        row = self.conn.execute("SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+        return None if row is None else str(row[0])
+
+
+class EndOffsets:
+    """The summed end offsets of some topics, polled synchronously over one persistent consumer (for
+    noticing, within a millisecond or two, that something was appended to them)."""
+
+    def __init__(self, bootstrap: str, topics: Sequence[str]) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from session_tally.snapshot import _partitions
+
+        async def make() -> Any:
+            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+            await consumer.start()
+            return consumer
+
+        self.loop = asyncio.new_event_loop()
+        self.consumer = self.loop.run_until_complete(make())
+        self.tps = [
+            TopicPartition(t, p) for t in topics for p in self.loop.run_until_complete(_partitions(bootstrap, t, 30))
+        ]
+
+    def total(self) -> int:
+        return sum(self.loop.run_until_complete(self.consumer.end_offsets(self.tps)).values())
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.consumer.stop())
+        self.loop.close()

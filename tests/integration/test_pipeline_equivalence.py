@@ -22,7 +22,6 @@ import asyncio
 import functools
 import json
 import subprocess
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,10 @@ from tests.integration.pipeline_helpers import (
     BackgroundPublish,
     Probe,
     applied_fraction,
+    assert_same_document,
     comparable,
     kill_worker,
+    metric_value,
     ready_info,
     start_worker_ex,
     stop_worker,
@@ -96,11 +97,6 @@ def _tail(path: Path) -> str:
     return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
 
-def _metric(http: str, name: str) -> float:
-    body = urllib.request.urlopen(http + "/metrics", timeout=5).read().decode()
-    return sum(float(line.split()[-1]) for line in body.splitlines() if line.split("{")[0].split(" ")[0] == name)
-
-
 class Group:
     """Worker processes of one consumer group, each with its own log file."""
 
@@ -108,6 +104,7 @@ class Group:
         self.settings = settings
         self.tmp_path = tmp_path
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.per_worker = 1  # group members per worker process
 
     def start(
         self, name: str, park_timeout_s: float = PARK_WHILE_RUNNING_S, http_port: int = -1, restart: bool = False
@@ -161,32 +158,8 @@ class Group:
         snapshot = asyncio.run(read_snapshot(settings.kafka_bootstrap_servers, settings.topics))
         got = comparable(snapshot)
         want = json.loads(expected())
-        _assert_same(got, want)
+        assert_same_document(got, want)
         return state
-
-
-def _assert_same(got: dict[str, Any], want: dict[str, Any]) -> None:
-    """Equality, with a readable first difference instead of a multi-thousand-line diff."""
-    for part in ("tallies", "meetings", "rejected"):
-        g, w = got[part], want[part]
-        if g == w:
-            continue
-        key = {"tallies": "path_id", "meetings": "meeting_id"}.get(part)
-        if key:
-            gi, wi = {d[key]: d for d in g}, {d[key]: d for d in w}
-            missing = sorted(set(wi) - set(gi))[:5]
-            extra = sorted(set(gi) - set(wi))[:5]
-            differ = [(k, gi[k], wi[k]) for k in sorted(set(gi) & set(wi)) if gi[k] != wi[k]][:3]
-            raise AssertionError(
-                f"{part} differ: missing {missing}, unexpected {extra}, first differences (got, want): {differ}"
-            )
-        gs = {json.dumps(d, sort_keys=True) for d in g}
-        ws = {json.dumps(d, sort_keys=True) for d in w}
-        raise AssertionError(
-            f"rejected differ ({len(g)} vs {len(w)}): "
-            f"only in pipeline {sorted(gs - ws)[:5]}, only in replay {sorted(ws - gs)[:5]}"
-        )
-    assert got == want
 
 
 def _midway(settings: Settings, publish: BackgroundPublish, group: Group, low: float) -> float:
@@ -204,10 +177,15 @@ def _midway(settings: Settings, publish: BackgroundPublish, group: Group, low: f
 
 
 def _start_pair(settings: Settings, group: Group) -> BackgroundPublish:
-    """Two workers, the group stable (each owns partitions), then the stream, published live."""
+    """Two workers, the group stable (each owns partitions), then the stream, published live.
+
+    A worker may be more than one group member (one consumer per input topic): the members of one
+    worker are counted first, then the group must have twice as many."""
+    bootstrap = settings.kafka_bootstrap_servers
     group.start("w1")
+    group.per_worker = len(wait_group(bootstrap, settings.group_id, None, 60, procs=group.running()))
     group.start("w2")
-    wait_group(settings.kafka_bootstrap_servers, settings.group_id, 2, 60, procs=group.running())
+    wait_group(bootstrap, settings.group_id, 2 * group.per_worker, 60, procs=group.running())
     return BackgroundPublish(settings, stream()[0], chunks=CHUNKS, interval_s=CHUNK_INTERVAL_S)
 
 
@@ -245,11 +223,10 @@ def test_third_worker_joining_midway_equal_replay(settings: Settings, tmp_path: 
         _midway(settings, publish, group, low=0.2)
         w3 = group.start("w3", http_port=0)
         http = ready_info(_log(tmp_path, "w3"), w3)["http"]
-        assigned = wait_group(settings.kafka_bootstrap_servers, settings.group_id, 3, 60, procs=group.running())
-        assert len(assigned) == 3
+        wait_group(settings.kafka_bootstrap_servers, settings.group_id, 3 * group.per_worker, 60, procs=group.running())
         # the joiner owns partitions and applies records from them
         wait_until(
-            lambda: _metric(http, "session_tally_records_total") > 0,
+            lambda: metric_value(http, "session_tally_records_total") > 0,
             60,
             "the third worker to apply records",
             procs=[w3],
