@@ -669,3 +669,40 @@ class EndOffsets:
     def close(self) -> None:
         self.loop.run_until_complete(self.consumer.stop())
         self.loop.close()
+
+
+def run_to_end(
+    settings: Settings,
+    ends: dict[str, int],
+    log_dir: Path,
+    clock: str | None,
+    timeout_s: float = 60.0,
+    park_while_running_s: float = 120.0,
+    finish_park_s: float = 0.5,
+) -> None:
+    """One worker applies the whole published input, with a park timeout longer than any stall (nothing
+    waits in vain while the input is still being read); once every offset is applied and published (the
+    end of the input: what still waits can no longer be released) it stops with SIGTERM (exit 0) and a
+    finisher with a short park timeout rejects the leftovers with unknown_program/unknown_meeting, as
+    ``replay`` does at the end of its file."""
+    worker = start_worker_ex(settings, log_dir / "worker.log", clock=clock, park_timeout_s=park_while_running_s)
+    try:
+        with Probe(settings) as probe:
+            wait_until(
+                lambda: (s := probe.state())["outbox"] == 0 and applied_fraction(s["offsets"], ends) == 1.0,
+                timeout_s,
+                "every input offset applied and the outbox empty",
+                interval_s=0.2,
+                procs=[worker],
+            )
+        rc = stop_worker(worker)
+        assert rc == 0, (log_dir / "worker.log").read_text(errors="replace")[-3000:]
+        finisher = start_worker_ex(settings, log_dir / "finisher.log", clock=clock, park_timeout_s=finish_park_s)
+        try:
+            wait_idle(settings, ends, timeout_s=timeout_s, procs=[finisher])
+        finally:
+            rc = stop_worker(finisher)
+        assert rc == 0, (log_dir / "finisher.log").read_text(errors="replace")[-3000:]
+    finally:
+        if worker.poll() is None:
+            kill_worker(worker)

@@ -287,17 +287,16 @@ def test_sigkill_at_random_and_aimed_moments_equals_replay(settings: Settings, t
 
         # let it finish (the last kill left PostgreSQL ahead of Kafka: records come again and are
         # skipped by offset, counted on /metrics), then the end of the input as in test_pipeline_equivalence
-        rig.start(check_redelivery=True)
+        final = rig.start(check_redelivery=True)
         assert rig.kills[-1].get("redelivered_next", 0) > 0, rig.kills[-1]
         wait_until(
             lambda: (s := rig.probe.state())["outbox"] == 0 and applied_fraction(s["offsets"], ends) == 1.0,
             90,
             "every input offset applied and the outbox empty",
             interval_s=0.2,
-            procs=[rig.proc],
+            procs=[final],
         )
-        assert rig.proc is not None
-        assert stop_worker(rig.proc) == 0, rig.tail()
+        assert stop_worker(final) == 0, rig.tail()
         finisher = rig.start(park_timeout_s=PARK_FINISH_S)
         wait_idle(settings, ends, timeout_s=45, procs=[finisher])
         assert stop_worker(finisher) == 0, rig.tail()
