@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"cannot read {args.events}: {exc.strerror or exc}")
     document = replay.document(at)
     out = sys.stdout
-    json.dump(document, out, indent=2 if args.pretty else None, separators=None if args.pretty else (",", ":"))
+    # json.dumps uses the C encoder (json.dump to a stream does not)
+    out.write(json.dumps(document, indent=2 if args.pretty else None, separators=None if args.pretty else (",", ":")))
     out.write("\n")
     out.flush()
     return 0

@@ -51,8 +51,24 @@ def register(sub: Any) -> None:
         help="seconds to finish the batch in flight on SIGTERM (default 15)",
     )
     p.add_argument("--instance-id", help="static group membership id (avoids a rebalance on restart)")
+    p.add_argument(
+        "--producers",
+        choices=["process", "in-process"],
+        default="process",
+        help="run the relay, clock and janitor in a child process (default: uses a second core) or in this one",
+    )
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)
+
+    q = sub.add_parser(
+        "producers",
+        help="run only the outbox relay, the clock and the waiting-event janitor (a worker starts one itself)",
+        description="Run the producer side of a worker until SIGTERM/SIGINT (started by `session-tally worker`).",
+    )
+    q.add_argument("--clock", metavar="T", help="freeze the clock at T (RFC 3339)")
+    q.add_argument("--graceful-timeout", type=float, default=15.0, help="seconds to drain the outbox on SIGTERM")
+    q.add_argument("--log-level", default="INFO")
+    q.set_defaults(func=run_producers)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,6 +90,18 @@ def run(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         graceful_timeout_s=args.graceful_timeout,
         instance_id=args.instance_id,
+        producers=args.producers,
     )
     asyncio.run(run_worker(settings, options))
+    return 0
+
+
+def run_producers(args: argparse.Namespace) -> int:
+    from domain.timefmt import parse_instant
+    from session_tally.config import Settings
+    from session_tally.producers_runtime import run_producers_process
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    clock = parse_instant(args.clock) if args.clock else None
+    asyncio.run(run_producers_process(Settings.from_env(), clock, args.graceful_timeout))
     return 0

@@ -1,15 +1,20 @@
-"""One member of the consumer group: the input subscriber, the outbox relay, the clock sweeper, the
-waiting-event janitor and the health/metrics endpoint, wired together.
+"""One member of the consumer group: the input subscribers and the health/metrics endpoint, plus the
+producers (outbox relay, clock sweeper, waiting-event janitor; see producers_runtime.py) in a child
+process (default) or in this process.
 
-Shutdown (SIGTERM/SIGINT): FastStream stops the subscriber and waits up to the graceful timeout for
-the batch in flight to commit and be acknowledged; then the clock and janitor stop, the relay publishes
-what is left in the outbox (bounded by the same timeout) and the connections close.
+Shutdown (SIGTERM/SIGINT): FastStream stops the subscribers and waits up to the graceful timeout for
+the batch in flight to commit and be acknowledged; then the producers stop (the relay publishes what is
+left in the outbox, bounded by the same timeout) and the connections close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +36,7 @@ class WorkerOptions:
     graceful_timeout_s: float = 15.0
     instance_id: str | None = None
     pool_size: int = 5
+    producers: str = "process"  # "process": a child process; "in-process": in the worker's event loop
 
 
 def wall_clock_us() -> int:
@@ -51,14 +57,12 @@ async def run_worker(
     from sqlalchemy import func, select, text
 
     from consumers.subscriber import InputSubscriber
-    from producers.clock import ClockSweeper, WaitingJanitor
-    from producers.relay import Relay
     from session_tally.metrics import HttpEndpoint, Metrics
+    from session_tally.producers_runtime import Producers
+    from session_tally.topics import ensure_topics
     from storage import tables as T
     from storage.db import async_engine, upgrade
     from storage.unit_of_work import UnitOfWork
-
-    from session_tally.topics import ensure_topics
 
     revision = await asyncio.to_thread(upgrade, settings.database_url, settings.db_schema)
     log.info("database schema %s at revision %s", settings.db_schema, revision)
@@ -70,19 +74,14 @@ async def run_worker(
     clock = build_clock(options.clock)
     uow = UnitOfWork(engine, settings.topics.admin_events, clock)
     topics = settings.topics
-    relay = Relay(
-        engine,
-        settings.kafka_bootstrap_servers,
-        {"tallies": topics.path_tallies, "statuses": topics.meeting_statuses, "rejected": topics.rejected},
-        metrics,
-    )
-    sweeper = ClockSweeper(uow, relay.wake, metrics)
+    in_process = options.producers == "in-process"
+    producers = Producers(settings, clock, engine, metrics) if in_process else None
+    child: subprocess.Popen[bytes] | None = None
 
     def committed() -> None:
-        relay.wake()
-        sweeper.wake()
+        if producers is not None:
+            producers.wake()  # (a child process is woken by the transaction's NOTIFY)
 
-    janitor = WaitingJanitor(uow, settings.park_timeout_s, relay.wake, metrics)
     # One subscriber per input topic, each in its own consumer group (`<group>` for path events,
     # `<group>.admin` for admin events): the admin topic (few, small events that path events depend on)
     # is never stuck behind a backlog of path events, and neither waits for the other's rebalances.
@@ -92,20 +91,23 @@ async def run_worker(
         settings.kafka_bootstrap_servers, graceful_timeout=options.graceful_timeout_s, log_level=logging.DEBUG
     )
     instance = options.instance_id
-    admin_subscriber.register(broker, (topics.admin_events,), f"{settings.group_id}.admin", instance and f"{instance}-admin")
+    admin_subscriber.register(
+        broker, (topics.admin_events,), f"{settings.group_id}.admin", instance and f"{instance}-admin"
+    )
     path_subscriber.register(broker, (topics.path_events,), settings.group_id, instance and f"{instance}-path")
     app = FastStream(broker)
-    tasks: list[asyncio.Task[None]] = []
 
     async def health() -> dict[str, Any]:
-        checks: dict[str, Any] = {"tasks": all(not t.done() for t in tasks)}
+        checks: dict[str, Any] = {
+            "producers": producers.alive() if producers is not None else (child is not None and child.poll() is None)
+        }
         try:
             async with engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
             checks["postgres"] = True
         except Exception:
             checks["postgres"] = False
-        checks["kafka"] = relay.producer is not None
+        checks["kafka"] = broker_connected(broker)
         return checks
 
     async def refresh_gauges() -> None:
@@ -121,10 +123,11 @@ async def run_worker(
 
     @app.after_startup
     async def start_background() -> None:
-        await relay.start()
-        tasks.append(asyncio.create_task(relay.run(), name="relay"))
-        tasks.append(asyncio.create_task(sweeper.run(), name="clock"))
-        tasks.append(asyncio.create_task(janitor.run(), name="janitor"))
+        nonlocal child
+        if producers is not None:
+            await producers.start(listen=False)
+        else:
+            child = start_producers_child(settings, options)
         port = -1
         if options.http_port >= 0:
             try:
@@ -148,29 +151,48 @@ async def run_worker(
 
     @app.after_shutdown
     async def stop_background() -> None:
-        sweeper.request_stop()
-        janitor.request_stop()
-        relay.request_stop()
-        for task in tasks:
-            if task.get_name() != "relay":
-                task.cancel()
-        # let the relay finish its round, then drain what the last batch wrote
-        deadline = time.monotonic() + options.graceful_timeout_s
-        relay_task = next((t for t in tasks if t.get_name() == "relay"), None)
-        if relay_task is not None:
+        if producers is not None:
+            await producers.stop(options.graceful_timeout_s)
+        elif child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(relay_task, max(0.1, deadline - time.monotonic()))
-            except (TimeoutError, asyncio.CancelledError):
-                relay_task.cancel()
-            try:
-                while time.monotonic() < deadline and await relay.publish_once():
-                    pass
-            except Exception:
-                log.exception("final outbox drain failed; the rows stay for the next worker")
-        await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.to_thread(child.wait, options.graceful_timeout_s + 5)
+            except subprocess.TimeoutExpired:
+                child.kill()
         await endpoint.stop()
-        await relay.stop()
         await engine.dispose()
         print("session-tally worker stopped", flush=True)
 
     await app.run()
+
+
+def broker_connected(broker: Any) -> bool:
+    try:
+        return bool(broker._connection) or bool(getattr(broker, "running", False))
+    except Exception:
+        return True
+
+
+def start_producers_child(settings: Settings, options: WorkerOptions) -> subprocess.Popen[bytes]:
+    """`session-tally producers` as a child that dies with this process."""
+    from session_tally.producers_runtime import die_with_parent
+
+    env = dict(os.environ)
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+        DATABASE_URL=settings.database_url,
+        SESSION_TALLY_DB_SCHEMA=settings.db_schema,
+        SESSION_TALLY_PARK_TIMEOUT_S=str(settings.park_timeout_s),
+        SESSION_TALLY_TOPIC_PREFIX="",
+        SESSION_TALLY_ADMIN_TOPIC=settings.topics.admin_events,
+        SESSION_TALLY_PATH_TOPIC=settings.topics.path_events,
+        SESSION_TALLY_TALLIES_TOPIC=settings.topics.path_tallies,
+        SESSION_TALLY_STATUSES_TOPIC=settings.topics.meeting_statuses,
+        SESSION_TALLY_REJECTED_TOPIC=settings.topics.rejected,
+    )
+    args = [sys.executable, "-m", "session_tally", "producers", "--graceful-timeout", str(options.graceful_timeout_s)]
+    if options.clock is not None:
+        from domain.timefmt import format_instant
+
+        args += ["--clock", format_instant(options.clock)]
+    return subprocess.Popen(args, env=env, preexec_fn=die_with_parent)

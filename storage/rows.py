@@ -376,7 +376,7 @@ class Loaded:
                         for r in self.outbox
                     ],
                 )
-                await cur.execute("SELECT pg_notify('session_tally_outbox', '')")
+                await cur.execute("SELECT pg_notify(left('st_outbox_' || current_schema(), 63), '')")
 
     def _path_row(self, path: Path) -> tuple[Any, ...]:
         book = self._book(path.path_id)

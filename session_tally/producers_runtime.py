@@ -1,0 +1,144 @@
+"""The producer side of a worker: the outbox relay, the clock sweeper and the waiting-event janitor.
+
+A worker runs them in a child process by default (`session-tally producers`, started and stopped by
+the worker, and killed with it: PR_SET_PDEATHSIG), so that on a multi-core machine publishing never
+competes with consuming for one Python interpreter; `--producers in-process` keeps them in the worker.
+They are woken by the transactions that write outbox rows (PostgreSQL NOTIFY on a channel per schema)
+and poll anyway, so a lost notification only costs a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from session_tally.config import Settings
+
+log = logging.getLogger("session_tally.producers")
+
+
+def notify_channel(schema: str) -> str:
+    return ("st_outbox_" + schema)[:63]
+
+
+class Producers:
+    """Relay + clock + janitor on one engine; ``start()``, then ``stop()`` drains the outbox."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], int], engine: Any, metrics: Any = None) -> None:
+        from producers.clock import ClockSweeper, WaitingJanitor
+        from producers.relay import Relay
+        from storage.unit_of_work import UnitOfWork
+
+        topics = settings.topics
+        self.settings = settings
+        self.engine = engine
+        self.uow = UnitOfWork(engine, topics.admin_events, clock)
+        self.relay = Relay(
+            engine,
+            settings.kafka_bootstrap_servers,
+            {"tallies": topics.path_tallies, "statuses": topics.meeting_statuses, "rejected": topics.rejected},
+            metrics,
+        )
+        self.sweeper = ClockSweeper(self.uow, self.relay.wake, metrics)
+        self.janitor = WaitingJanitor(self.uow, settings.park_timeout_s, self.relay.wake, metrics)
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def wake(self) -> None:
+        self.relay.wake()
+        self.sweeper.wake()
+
+    async def start(self, listen: bool) -> None:
+        await self.relay.start()
+        self.tasks = [
+            asyncio.create_task(self.relay.run(), name="relay"),
+            asyncio.create_task(self.sweeper.run(), name="clock"),
+            asyncio.create_task(self.janitor.run(), name="janitor"),
+        ]
+        if listen:
+            self.tasks.append(asyncio.create_task(self._listen(), name="listen"))
+
+    def alive(self) -> bool:
+        return bool(self.tasks) and all(not t.done() for t in self.tasks)
+
+    async def _listen(self) -> None:
+        """Wake the relay and the clock whenever a transaction wrote outbox rows or meetings."""
+        import psycopg
+
+        url = self.settings.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        channel = notify_channel(self.settings.db_schema)
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    await conn.execute(f'LISTEN "{channel}"')
+                    async for _note in conn.notifies():
+                        self.wake()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the polling loops go on meanwhile
+                log.warning("LISTEN %s failed (%s); retrying", channel, exc)
+                await asyncio.sleep(1.0)
+
+    async def stop(self, graceful_timeout_s: float) -> None:
+        """Stop the clock and janitor, let the relay publish what is left (bounded), close."""
+        self.sweeper.request_stop()
+        self.janitor.request_stop()
+        self.relay.request_stop()
+        for task in self.tasks:
+            if task.get_name() != "relay":
+                task.cancel()
+        deadline = time.monotonic() + graceful_timeout_s
+        relay_task = next((t for t in self.tasks if t.get_name() == "relay"), None)
+        if relay_task is not None:
+            try:
+                await asyncio.wait_for(relay_task, max(0.1, deadline - time.monotonic()))
+            except (TimeoutError, asyncio.CancelledError):
+                relay_task.cancel()
+            try:
+                while time.monotonic() < deadline and await self.relay.publish_once():
+                    pass
+            except Exception:
+                log.exception("final outbox drain failed; the rows stay for the next relay")
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.relay.stop()
+
+
+async def run_producers_process(settings: Settings, frozen_clock: int | None, graceful_timeout_s: float) -> None:
+    """`session-tally producers`: run until SIGTERM/SIGINT."""
+    import signal
+
+    from session_tally.worker import build_clock
+    from storage.db import async_engine
+
+    engine = async_engine(settings.database_url, settings.db_schema, pool_size=3)
+    producers = Producers(settings, build_clock(frozen_clock), engine)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await producers.start(listen=True)
+    print("session-tally producers ready", flush=True)
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 5.0)
+            if not producers.alive() and not stop.is_set():
+                raise RuntimeError("a producer task ended unexpectedly")
+    finally:
+        await producers.stop(graceful_timeout_s)
+        await engine.dispose()
+        print(f"session-tally producers stopped ({producers.relay.published} messages published)", flush=True)
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the worker dies, even by SIGKILL (Linux)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
