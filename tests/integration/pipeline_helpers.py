@@ -299,9 +299,28 @@ def metric_value(http: str, name: str) -> float:
     return total
 
 
+def child_pids(pid: int) -> list[int]:
+    """The direct children of a process (Linux /proc), e.g. a worker's `session-tally producers`."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
 def kill_worker(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL: no shutdown hook runs, nothing is flushed, committed or acknowledged."""
+    """SIGKILL the worker and its child processes (its producers), as a crash of the machine or the
+    container would: no shutdown hook runs, nothing is flushed, committed, acknowledged or drained. The
+    children go first: killed after the worker, they would get the SIGTERM the worker arranged for its
+    death and drain gracefully."""
     if proc.poll() is None:
+        for child in child_pids(proc.pid):
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         proc.kill()
     proc.wait(10)
 

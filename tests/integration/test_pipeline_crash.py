@@ -51,6 +51,7 @@ from domain.timefmt import parse_instant
 from producers.relay import LANE_LOCK_BASE
 from producers.traffic import TrafficConfig, generate
 from session_tally.config import Settings
+from session_tally.producers_runtime import notify_channel
 from session_tally.snapshot import read_snapshot
 from storage.messages import LANES
 from tests.integration.pipeline_helpers import (
@@ -88,7 +89,6 @@ SEED = 20260301
 RANDOM_KILLS = 6
 AIMED = ("in_batch_transaction", "db_ahead_of_kafka", "relay_publishing")
 AIM_ATTEMPTS = 12  # a kill between the DB commit and the Kafka commit lands about 2 times in 5
-NOTIFY_CHANNEL = "session_tally_outbox"  # what a batch transaction NOTIFYs when it commits outbox rows
 
 
 @functools.cache
@@ -121,7 +121,8 @@ class CrashRig:
         self.log = tmp_path / "worker-0.log"
         self.app = "st-crash-" + settings.db_schema
         self.probe = Probe(settings)
-        self.fast = FastProbe(settings, LANE_LOCK_BASE, LANES, channel=NOTIFY_CHANNEL)
+        # a batch transaction NOTIFYs this channel (to wake the relay) when it commits outbox rows
+        self.fast = FastProbe(settings, LANE_LOCK_BASE, LANES, channel=notify_channel(settings.db_schema))
         self.ends_probe = EndOffsets(settings.kafka_bootstrap_servers, settings.topics.outputs)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
