@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ARRAY, Text, any_, bindparam, select
+from sqlalchemy import JSON, Text, any_, bindparam, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.engine import decode
@@ -29,8 +29,11 @@ LOCAL_SEQ_BASE = 1 << 62  # seqs of events parked in this transaction, renumbere
 
 
 def _any(values: list[str]) -> Any:
-    """``= ANY(:array)``: one parameter whatever the number of values (an IN list costs per value)."""
-    return any_(bindparam(None, values, type_=ARRAY(Text)))
+    """``= ANY(array(SELECT json_array_elements_text(:json)))``: one parameter whatever the number of
+    values, encoded by the C JSON encoder (an IN list, or a list adapted by psycopg, costs per value in
+    Python); PostgreSQL still uses the index (ScalarArrayOp)."""
+    as_json = cast(bindparam(None, json.dumps(values), type_=Text), JSON)
+    return any_(func.array(select(func.json_array_elements_text(as_json)).scalar_subquery()))
 
 
 def event_key(event_id: str) -> str:
@@ -250,8 +253,9 @@ class Loaded:
         """Write back every change of the state and of the published bookkeeping, and the outbox.
 
         Bulk writes go straight through psycopg in the same transaction: COPY for inserts and one
-        ``UPDATE ... FROM unnest(arrays)`` per table for updates, so a batch costs a handful of round
-        trips whatever its size.
+        ``UPDATE ... FROM json_to_recordset(:json)`` per table for updates (the rows encoded by the C
+        JSON encoder: adapting Python lists to arrays costs far more per value), so a batch costs a
+        handful of round trips whatever its size.
         """
         state, changes = self.state, self.state.changes
         assert changes is not None
@@ -260,22 +264,20 @@ class Loaded:
             if changes.orgs:
                 orgs = sorted(changes.orgs)
                 await cur.execute(
-                    "INSERT INTO orgs (org_id, enabled) SELECT * FROM unnest(%s::text[], %s::boolean[]) "
-                    "ON CONFLICT (org_id) DO UPDATE SET enabled = excluded.enabled",
-                    (orgs, [state.orgs[o] for o in orgs]),
+                    "INSERT INTO orgs (org_id, enabled) SELECT id, enabled FROM json_to_recordset(%s::json) "
+                    "AS u(id text, enabled boolean) ON CONFLICT (org_id) DO UPDATE SET enabled = excluded.enabled",
+                    (json.dumps([{"id": o, "enabled": state.orgs[o]} for o in orgs]),),
                 )
             new_programs = sorted(changes.new_programs)
             if new_programs:
                 await _copy(cur, "programs", _PROGRAM_COLUMNS, [_program_row(state.programs[p]) for p in new_programs])
             changed_programs = sorted(changes.programs - changes.new_programs)
             if changed_programs:
+                updates = [{"id": p, "u": [x.to_json() for x in state.programs[p].updates]} for p in changed_programs]
                 await cur.execute(
-                    "UPDATE programs p SET updates = u.updates::jsonb FROM unnest(%s::text[], %s::text[]) AS u(id, updates) "
+                    "UPDATE programs p SET updates = u.u FROM json_to_recordset(%s::json) AS u(id text, u jsonb) "
                     "WHERE p.program_id = u.id",
-                    (
-                        changed_programs,
-                        [json.dumps([x.to_json() for x in state.programs[p].updates]) for p in changed_programs],
-                    ),
+                    (json.dumps(updates),),
                 )
 
             new_paths = sorted(changes.new_paths)
@@ -286,14 +288,13 @@ class Loaded:
             )
             touched -= changes.new_paths
             if touched:
-                rows = [self._path_row(state.paths[p]) for p in sorted(touched)]
-                cols = [list(c) for c in zip(*rows, strict=True)]
+                rows = [self._path_update(state.paths[p]) for p in sorted(touched)]
                 await cur.execute(
-                    "UPDATE paths p SET override_hours = u.oh, override_at = u.oa, changes = u.ch, counts = u.c::int[], "
-                    "minutes = u.m::bigint[], tally_version = u.v, last_tally = u.t::jsonb "
-                    "FROM unnest(%s::text[], %s::numeric[], %s::bigint[], %s::int[], %s::text[], %s::text[], %s::bigint[], "
-                    "%s::text[]) AS u(id, oh, oa, ch, c, m, v, t) WHERE p.path_id = u.id",
-                    (cols[0], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], cols[9]),
+                    "UPDATE paths p SET override_hours = u.oh, override_at = u.oa, changes = u.ch, counts = u.c, "
+                    "minutes = u.m, tally_version = u.v, last_tally = u.t "
+                    "FROM json_to_recordset(%s::json) AS u(id text, oh numeric, oa bigint, ch int, c int[], m bigint[], "
+                    "v bigint, t jsonb) WHERE p.path_id = u.id",
+                    (json.dumps(rows),),
                 )
 
             new_meetings = sorted(changes.new_meetings)
@@ -301,15 +302,15 @@ class Loaded:
                 await _copy(cur, "meetings", _MEETING_COLUMNS, [self._meeting_row(m) for m in new_meetings])
             changed_meetings = sorted((changes.meetings | self.meetings_refreshed) - changes.new_meetings)
             if changed_meetings:
-                rows = [self._meeting_row(m) for m in changed_meetings]
-                cols = [list(c) for c in zip(*rows, strict=True)]
+                keys = ("id", "ck", "ca", "an", "aa", "dop", "w", "st", "di", "sv", "nc")
+                rows = [dict(zip(keys, (r[0], *r[5:]), strict=True)) for r in map(self._meeting_row, changed_meetings)]
                 await cur.execute(
                     "UPDATE meetings x SET cancel_kind = u.ck, cancel_at = u.ca, answer = u.an, answer_at = u.aa, "
                     "dispute_open = u.dop, waived = u.w, status = u.st, disputed = u.di, status_version = u.sv, "
-                    "next_change_at = u.nc FROM unnest(%s::text[], %s::smallint[], %s::bigint[], %s::boolean[], "
-                    "%s::bigint[], %s::boolean[], %s::boolean[], %s::text[], %s::boolean[], %s::bigint[], %s::bigint[]) "
-                    "AS u(id, ck, ca, an, aa, dop, w, st, di, sv, nc) WHERE x.meeting_id = u.id",
-                    (cols[0], *cols[5:]),
+                    "next_change_at = u.nc FROM json_to_recordset(%s::json) AS u(id text, ck smallint, ca bigint, "
+                    "an boolean, aa bigint, dop boolean, w boolean, st text, di boolean, sv bigint, nc bigint) "
+                    "WHERE x.meeting_id = u.id",
+                    (json.dumps(rows),),
                 )
 
             if changes.seen:
@@ -317,13 +318,16 @@ class Loaded:
 
             db_unparked = sorted(s for s in changes.unparked if s < LOCAL_SEQ_BASE)
             if db_unparked:
-                await cur.execute("DELETE FROM parked WHERE seq = ANY(%s::bigint[])", (db_unparked,))
+                await cur.execute(
+                    "DELETE FROM parked WHERE seq = ANY(ARRAY(SELECT json_array_elements_text(%s::json)::bigint))",
+                    (json.dumps(db_unparked),),
+                )
             moved = [item for seq, item in sorted(changes.parked.items()) if seq < LOCAL_SEQ_BASE]
             if moved:
                 await cur.execute(
-                    "UPDATE parked p SET wait_kind = u.k, wait_key = u.w FROM unnest(%s::bigint[], %s::text[], %s::text[]) "
-                    "AS u(seq, k, w) WHERE p.seq = u.seq",
-                    ([i.seq for i in moved], [i.wait_kind for i in moved], [i.wait_key for i in moved]),
+                    "UPDATE parked p SET wait_kind = u.k, wait_key = u.w FROM json_to_recordset(%s::json) "
+                    "AS u(seq bigint, k text, w text) WHERE p.seq = u.seq",
+                    (json.dumps([{"seq": i.seq, "k": i.wait_kind, "w": i.wait_key} for i in moved]),),
                 )
             new_parked = [changes.parked[s] for s in sorted(changes.parked) if s >= LOCAL_SEQ_BASE]
             if new_parked:  # in arrival order: the identity column numbers the COPY rows in that order
@@ -392,6 +396,20 @@ class Loaded:
             book.version,
             None if book.last_tally is None else json.dumps(book.last_tally),
         )
+
+    def _path_update(self, path: Path) -> dict[str, Any]:
+        book = self._book(path.path_id)
+        hours = path.override_hours
+        return {
+            "id": path.path_id,
+            "oh": None if hours is None else str(hours),
+            "oa": path.override_at,
+            "ch": path.changes,
+            "c": book.counts,
+            "m": book.minutes,
+            "v": book.version,
+            "t": book.last_tally,
+        }
 
     def _meeting_row(self, meeting_id: str) -> tuple[Any, ...]:
         m = self.state.meetings[meeting_id]
