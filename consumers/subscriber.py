@@ -8,8 +8,8 @@ Acknowledgement (see docs/adr/0001-exactly-once-effects.md):
   the raw bytes are handed over as they are and each record is judged on its own by the engine;
 - the offsets stored in PostgreSQL are the truth: a record redelivered after a crash or a rebalance
   is recognised there and skipped, so the Kafka commit is only an optimisation.
-- a custom parser tolerates headers that are not UTF-8 (FastStream's default parser would raise before
-  the handler runs and loop on the batch for ever).
+- a custom parser leaves headers undecoded (FastStream's default parser decodes them as UTF-8 and would
+  raise before the handler runs on one that is not, and loop on the batch for ever).
 """
 
 from __future__ import annotations
@@ -139,22 +139,22 @@ class InputSubscriber:
 
 
 async def _tolerant_parser(records: Any, original: Any) -> Any:
-    try:
-        return await original(records)
-    except UnicodeDecodeError:
-        parser = original.__self__
-        first = records[0] if isinstance(records, tuple) else records
-        return parser.msg_class(
-            body=[r.value or b"" for r in records] if isinstance(records, tuple) else (records.value or b""),
-            headers={},
-            batch_headers=[{} for _ in records] if isinstance(records, tuple) else [],
-            reply_to="",
-            content_type=None,
-            message_id=f"{first.offset}-{first.timestamp}",
-            correlation_id=None,
-            raw_message=records,
-            consumer=parser._consumer,
-        )
+    """Build FastStream's message without decoding headers: FastStream's own parser decodes every header
+    as UTF-8 (and raises on one that is not, before the handler runs); the handler reads the raw records."""
+    parser = original.__self__
+    batch = isinstance(records, tuple)
+    first = records[0] if batch else records
+    return parser.msg_class(
+        body=[r.value or b"" for r in records] if batch else (records.value or b""),
+        headers={},
+        batch_headers=[],
+        reply_to="",
+        content_type=None,
+        message_id=f"{first.offset}-{first.timestamp}",
+        correlation_id=None,
+        raw_message=records,
+        consumer=parser._consumer,
+    )
 
 
 def _raw_decoder(msg: Any) -> Any:
