@@ -122,6 +122,30 @@ def test_sigterm_drains_the_batch_in_flight_and_exits_0(settings: Settings, tmp_
         probe.close()
 
 
+def test_sigterm_right_after_start_still_publishes_what_was_applied(settings: Settings, tmp_path: Path) -> None:
+    """SIGTERM as soon as the first batch is applied (a deploy that rolls a worker right after it came
+    up): the worker exits 0 and the relay has published what the applied batches wrote (outbox empty),
+    as docs/operations.md "Stopping" promises."""
+    lines = [r.value for r in generate(TrafficConfig(seed=99, order_independent=True), 20000)]
+    asyncio.run(publish_lines(settings.kafka_bootstrap_servers, settings, lines))
+    log = tmp_path / "worker.log"
+    worker = start_worker_ex(settings, log, clock=AT, park_timeout_s=120, batch_size=200)
+    probe = FastProbe(settings, LANE_LOCK_BASE, LANES)
+    try:
+        wait_until(lambda: sum(probe.offsets().values()) > 0, 60, "the first batch applied", procs=[worker])
+        worker.send_signal(signal.SIGTERM)
+        rc = worker.wait(GRACEFUL_S + 10)
+        assert rc == 0, _tail(log)
+        outbox = probe.conn.execute(f'SELECT count(*) FROM "{settings.db_schema}".outbox').fetchone()
+        assert outbox is not None and outbox[0] == 0, (
+            f"{outbox[0] if outbox else '?'} outbox rows left unpublished after a graceful stop "
+            f"(producers child ready before SIGTERM: {'session-tally producers ready' in log.read_text()})"
+        )
+    finally:
+        kill_worker(worker)
+        probe.close()
+
+
 # ----------------------------------------------------------------------------- health and metrics
 
 OUTCOMES = ("applied", "duplicate", "skipped", "rejected")
