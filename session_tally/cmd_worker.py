@@ -97,11 +97,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_producers(args: argparse.Namespace) -> int:
+    import signal
+
+    # a SIGTERM that arrives while starting up still means "drain and stop", never "die at once"
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
     from domain.timefmt import parse_instant
     from session_tally.config import Settings
     from session_tally.producers_runtime import run_producers_process
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     clock = parse_instant(args.clock) if args.clock else None
-    asyncio.run(run_producers_process(Settings.from_env(), clock, args.graceful_timeout))
+    asyncio.run(run_producers_process(Settings.from_env(), clock, args.graceful_timeout, early))
     return 0

@@ -106,39 +106,62 @@ class Producers:
         await self.relay.stop()
 
 
-async def run_producers_process(settings: Settings, frozen_clock: int | None, graceful_timeout_s: float) -> None:
-    """`session-tally producers`: run until SIGTERM/SIGINT."""
+async def run_producers_process(
+    settings: Settings, frozen_clock: int | None, graceful_timeout_s: float, early_signals: list[int] | None = None
+) -> None:
+    """`session-tally producers`: run until ``stop`` is set (SIGTERM/SIGINT). Every second (and when it
+    stops) it prints its counters as one line ``METRICS {json}`` on stdout, which the parent worker
+    merges into its /metrics."""
+    import json
     import signal
 
+    from session_tally.metrics import Metrics
     from session_tally.worker import build_clock
     from storage.db import async_engine
 
-    engine = async_engine(settings.database_url, settings.db_schema, pool_size=3)
-    producers = Producers(settings, build_clock(frozen_clock), engine)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await producers.start(listen=True)
-    print("session-tally producers ready", flush=True)
+    if early_signals:  # a signal that came while starting up, before the handlers above existed
+        stop.set()
+    metrics = Metrics()
+    engine = async_engine(settings.database_url, settings.db_schema, pool_size=3)
+    producers = Producers(settings, build_clock(frozen_clock), engine, metrics)
+
+    def report() -> None:
+        print("METRICS " + json.dumps(metrics.counters), flush=True)
+
     try:
+        await producers.start(listen=True)
+        print("session-tally producers ready", flush=True)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 5.0)
+                await asyncio.wait_for(stop.wait(), 1.0)
+            report()
             if not producers.alive() and not stop.is_set():
                 raise RuntimeError("a producer task ended unexpectedly")
     finally:
         await producers.stop(graceful_timeout_s)
         await engine.dispose()
+        report()
         print(f"session-tally producers stopped ({producers.relay.published} messages published)", flush=True)
 
 
-def die_with_parent() -> None:
-    """preexec_fn: the child gets SIGTERM when the worker dies, even by SIGKILL (Linux)."""
+def _libc_prctl() -> Any:
     import ctypes
-    import signal
 
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except OSError:  # not glibc Linux: the child then outlives a SIGKILLed worker and stops on its own
+        return None
+
+
+_PRCTL = _libc_prctl()  # resolved in the parent: the forked child must not import or lock anything
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the worker dies, even by SIGKILL (Linux PR_SET_PDEATHSIG).
+    Only a C call runs between fork and exec (no import, no lock), so threads in the parent are safe."""
+    if _PRCTL is not None:
+        _PRCTL(1, 15)  # PR_SET_PDEATHSIG, SIGTERM

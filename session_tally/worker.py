@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,6 +129,7 @@ async def run_worker(
             await producers.start(listen=False)
         else:
             child = start_producers_child(settings, options)
+            threading.Thread(target=merge_child_metrics, args=(child, metrics), daemon=True).start()
         port = -1
         if options.http_port >= 0:
             try:
@@ -153,12 +155,14 @@ async def run_worker(
     async def stop_background() -> None:
         if producers is not None:
             await producers.stop(options.graceful_timeout_s)
-        elif child is not None and child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(child.wait, options.graceful_timeout_s + 5)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        elif child is not None:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.to_thread(child.wait, options.graceful_timeout_s + 5)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+            await drain_outbox(settings, engine, options.graceful_timeout_s)  # whatever the child left
         await endpoint.stop()
         await engine.dispose()
         print("session-tally worker stopped", flush=True)
@@ -195,4 +199,48 @@ def start_producers_child(settings: Settings, options: WorkerOptions) -> subproc
         from domain.timefmt import format_instant
 
         args += ["--clock", format_instant(options.clock)]
-    return subprocess.Popen(args, env=env, preexec_fn=die_with_parent)
+    return subprocess.Popen(args, env=env, preexec_fn=die_with_parent, stdout=subprocess.PIPE)
+
+
+def merge_child_metrics(child: subprocess.Popen[bytes], metrics: Any) -> None:
+    """Copy the child's ``METRICS {json}`` lines into this worker's metrics; pass other lines through."""
+    import json
+
+    assert child.stdout is not None
+    for raw in child.stdout:
+        line = raw.decode("utf-8", "replace")
+        if line.startswith("METRICS "):
+            try:
+                metrics.counters.update(json.loads(line[8:]))
+            except ValueError:
+                pass
+        else:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+
+
+async def drain_outbox(settings: Settings, engine: Any, timeout_s: float) -> None:
+    """Publish outbox rows nobody published (the producers child stopped early, say), bounded in time."""
+    from sqlalchemy import func, select
+
+    from producers.relay import Relay
+    from storage import tables as T
+
+    async with engine.connect() as conn:
+        if not await conn.scalar(select(func.count()).select_from(T.outbox)):
+            return
+    topics = settings.topics
+    relay = Relay(
+        engine,
+        settings.kafka_bootstrap_servers,
+        {"tallies": topics.path_tallies, "statuses": topics.meeting_statuses, "rejected": topics.rejected},
+    )
+    await relay.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and await relay.publish_once():
+            pass
+    except Exception:
+        log.exception("final outbox drain failed; the rows stay for the next worker")
+    finally:
+        await relay.stop()
