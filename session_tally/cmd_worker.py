@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -54,8 +55,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--producers",
         choices=["process", "in-process"],
-        default="process",
-        help="run the relay, clock and janitor in a child process (default: uses a second core) or in this one",
+        default=os.environ.get("SESSION_TALLY_PRODUCERS") or "in-process",
+        help=(
+            "run the relay, clock and janitor in this process (default; lowest latency) or in a child "
+            "process (spreads CPU over two processes; default from SESSION_TALLY_PRODUCERS)"
+        ),
     )
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=run)

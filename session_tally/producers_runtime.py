@@ -1,8 +1,8 @@
 """The producer side of a worker: the outbox relay, the clock sweeper and the waiting-event janitor.
 
-A worker runs them in a child process by default (`session-tally producers`, started and stopped by
-the worker, and killed with it: PR_SET_PDEATHSIG), so that on a multi-core machine publishing never
-competes with consuming for one Python interpreter; `--producers in-process` keeps them in the worker.
+A worker runs them in its own event loop by default; `--producers process` runs them in a child process
+instead (`session-tally producers`, started and stopped by the worker, and killed with it:
+PR_SET_PDEATHSIG), so that publishing does not compete with consuming for one Python interpreter.
 They are woken by the transactions that write outbox rows (PostgreSQL NOTIFY on a channel per schema)
 and poll anyway, so a lost notification only costs a fraction of a second.
 """

@@ -1,6 +1,6 @@
 """One member of the consumer group: the input subscribers and the health/metrics endpoint, plus the
-producers (outbox relay, clock sweeper, waiting-event janitor; see producers_runtime.py) in a child
-process (default) or in this process.
+producers (outbox relay, clock sweeper, waiting-event janitor; see producers_runtime.py) in this process
+(default) or in a child process.
 
 Shutdown (SIGTERM/SIGINT): FastStream stops the subscribers and waits up to the graceful timeout for
 the batch in flight to commit and be acknowledged; then the producers stop (the relay publishes what is
@@ -37,7 +37,7 @@ class WorkerOptions:
     graceful_timeout_s: float = 15.0
     instance_id: str | None = None
     pool_size: int = 5
-    producers: str = "process"  # "process": a child process; "in-process": in the worker's event loop
+    producers: str = "in-process"  # "in-process": in the worker's event loop; "process": a child process
 
 
 def wall_clock_us() -> int:
@@ -127,6 +127,7 @@ async def run_worker(
         nonlocal child
         if producers is not None:
             await producers.start(listen=False)
+            print("session-tally producers ready (in this process)", flush=True)
         else:
             child = start_producers_child(settings, options)
             threading.Thread(target=merge_child_metrics, args=(child, metrics), daemon=True).start()
