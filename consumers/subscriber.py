@@ -34,7 +34,7 @@ class InputSubscriber:
         uow: UnitOfWork,
         on_committed: Callable[[], None],
         metrics: Any = None,
-        max_records: int = 2000,
+        max_records: int = 5000,
         batch_timeout_ms: int = 50,
     ) -> None:
         self.uow = uow

@@ -122,7 +122,7 @@ def register_pipeline(commands: Any) -> None:
         help="worker processes; a list (1,2,3) repeats the backlog phase per count (default 1)",
     )
     p.add_argument("--seed", type=int, default=1, help="seed of the traffic generator (default 1)")
-    p.add_argument("--batch-size", type=int, default=2000, help="worker --batch-size (default 2000)")
+    p.add_argument("--batch-size", type=int, default=5000, help="worker --batch-size (default 5000, as the worker)")
     p.add_argument(
         "--naive-events", type=int, default=5000, metavar="N", help="events of the batch-size-1 run (default 5000)"
     )

@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--clock", metavar="T", help="freeze the clock at T (RFC 3339); default: wall clock")
     p.add_argument("--group", help="consumer group id (default SESSION_TALLY_GROUP_ID or session-tally)")
-    p.add_argument("--batch-size", type=int, default=2000, help="max records per batch/transaction (default 2000)")
+    p.add_argument("--batch-size", type=int, default=5000, help="max records per batch/transaction (default 5000)")
     p.add_argument("--batch-timeout-ms", type=int, default=50, help="max wait to fill a batch (default 50)")
     p.add_argument(
         "--park-timeout",

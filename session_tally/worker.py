@@ -30,7 +30,7 @@ log = logging.getLogger("session_tally.worker")
 @dataclass
 class WorkerOptions:
     clock: int | None = None  # frozen time in µs, for tests and what-if runs
-    max_records: int = 2000
+    max_records: int = 5000
     batch_timeout_ms: int = 50
     http_host: str = "127.0.0.1"
     http_port: int = 0  # 0 = any free port (printed); -1 = disabled
