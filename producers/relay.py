@@ -42,6 +42,13 @@ class Relay:
         self._stopping = False
         self.published = 0
 
+    @classmethod
+    def for_settings(cls, engine: AsyncEngine, settings: Any, metrics: Any = None) -> Relay:
+        """A relay to the output topics of ``settings`` (a ``session_tally.config.Settings``)."""
+        t = settings.topics
+        names = {"tallies": t.path_tallies, "statuses": t.meeting_statuses, "rejected": t.rejected}
+        return cls(engine, settings.kafka_bootstrap_servers, names, metrics)
+
     async def start(self) -> None:
         from aiokafka import AIOKafkaProducer
 

@@ -613,20 +613,7 @@ class WorkerPool:
 
     def start(self, count: int, settings: Settings, batch_size: int, clock: str | None) -> float:
         """Start ``count`` workers; returns the wall-clock time (s) just before the first one started."""
-        env = dict(os.environ)
-        env.update(
-            KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-            DATABASE_URL=settings.database_url,
-            SESSION_TALLY_DB_SCHEMA=settings.db_schema,
-            SESSION_TALLY_GROUP_ID=settings.group_id,
-            SESSION_TALLY_TOPIC_PREFIX="",
-            SESSION_TALLY_ADMIN_TOPIC=settings.topics.admin_events,
-            SESSION_TALLY_PATH_TOPIC=settings.topics.path_events,
-            SESSION_TALLY_TALLIES_TOPIC=settings.topics.path_tallies,
-            SESSION_TALLY_STATUSES_TOPIC=settings.topics.meeting_statuses,
-            SESSION_TALLY_REJECTED_TOPIC=settings.topics.rejected,
-            PYTHONUNBUFFERED="1",
-        )
+        env = dict(os.environ) | settings.as_env() | {"PYTHONUNBUFFERED": "1"}
         args = [
             sys.executable, "-m", "session_tally", "worker",
             "--http-port", "-1", "--log-level", "WARNING", "--batch-size", str(batch_size),

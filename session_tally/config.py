@@ -55,6 +55,25 @@ class Settings:
     input_partitions: int = 6
     park_timeout_s: float = 60.0
 
+    def as_env(self) -> dict[str, str]:
+        """The environment variables that make ``Settings.from_env()`` in a child process equal these
+        settings (topic names spelled out, no prefix)."""
+        t = self.topics
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
+            "DATABASE_URL": self.database_url,
+            "SESSION_TALLY_DB_SCHEMA": self.db_schema,
+            "SESSION_TALLY_GROUP_ID": self.group_id,
+            "SESSION_TALLY_TOPIC_PREFIX": "",
+            "SESSION_TALLY_ADMIN_TOPIC": t.admin_events,
+            "SESSION_TALLY_PATH_TOPIC": t.path_events,
+            "SESSION_TALLY_TALLIES_TOPIC": t.path_tallies,
+            "SESSION_TALLY_STATUSES_TOPIC": t.meeting_statuses,
+            "SESSION_TALLY_REJECTED_TOPIC": t.rejected,
+            "SESSION_TALLY_INPUT_PARTITIONS": str(self.input_partitions),
+            "SESSION_TALLY_PARK_TIMEOUT_S": str(self.park_timeout_s),
+        }
+
     @classmethod
     def from_env(cls) -> Settings:
         return cls(

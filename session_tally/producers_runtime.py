@@ -37,12 +37,7 @@ class Producers:
         self.settings = settings
         self.engine = engine
         self.uow = UnitOfWork(engine, topics.admin_events, clock)
-        self.relay = Relay(
-            engine,
-            settings.kafka_bootstrap_servers,
-            {"tallies": topics.path_tallies, "statuses": topics.meeting_statuses, "rejected": topics.rejected},
-            metrics,
-        )
+        self.relay = Relay.for_settings(engine, settings, metrics)
         self.sweeper = ClockSweeper(self.uow, self.relay.wake, metrics)
         self.janitor = WaitingJanitor(self.uow, settings.park_timeout_s, self.relay.wake, metrics)
         self.tasks: list[asyncio.Task[None]] = []

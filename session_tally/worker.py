@@ -182,19 +182,7 @@ def start_producers_child(settings: Settings, options: WorkerOptions) -> subproc
     """`session-tally producers` as a child that dies with this process."""
     from session_tally.producers_runtime import die_with_parent
 
-    env = dict(os.environ)
-    env.update(
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        DATABASE_URL=settings.database_url,
-        SESSION_TALLY_DB_SCHEMA=settings.db_schema,
-        SESSION_TALLY_PARK_TIMEOUT_S=str(settings.park_timeout_s),
-        SESSION_TALLY_TOPIC_PREFIX="",
-        SESSION_TALLY_ADMIN_TOPIC=settings.topics.admin_events,
-        SESSION_TALLY_PATH_TOPIC=settings.topics.path_events,
-        SESSION_TALLY_TALLIES_TOPIC=settings.topics.path_tallies,
-        SESSION_TALLY_STATUSES_TOPIC=settings.topics.meeting_statuses,
-        SESSION_TALLY_REJECTED_TOPIC=settings.topics.rejected,
-    )
+    env = dict(os.environ) | settings.as_env()
     args = [sys.executable, "-m", "session_tally", "producers", "--graceful-timeout", str(options.graceful_timeout_s)]
     if options.clock is not None:
         from domain.timefmt import format_instant
@@ -230,12 +218,7 @@ async def drain_outbox(settings: Settings, engine: Any, timeout_s: float) -> Non
     async with engine.connect() as conn:
         if not await conn.scalar(select(func.count()).select_from(T.outbox)):
             return
-    topics = settings.topics
-    relay = Relay(
-        engine,
-        settings.kafka_bootstrap_servers,
-        {"tallies": topics.path_tallies, "statuses": topics.meeting_statuses, "rejected": topics.rejected},
-    )
+    relay = Relay.for_settings(engine, settings)
     await relay.start()
     try:
         deadline = time.monotonic() + timeout_s

@@ -49,21 +49,8 @@ async def publish_lines(bootstrap: str, settings: Settings, lines: Sequence[byte
 
 
 def worker_env(settings: Settings, park_timeout_s: float = 2.0) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        DATABASE_URL=settings.database_url,
-        SESSION_TALLY_DB_SCHEMA=settings.db_schema,
-        SESSION_TALLY_GROUP_ID=settings.group_id,
-        SESSION_TALLY_ADMIN_TOPIC=settings.topics.admin_events,
-        SESSION_TALLY_PATH_TOPIC=settings.topics.path_events,
-        SESSION_TALLY_TALLIES_TOPIC=settings.topics.path_tallies,
-        SESSION_TALLY_STATUSES_TOPIC=settings.topics.meeting_statuses,
-        SESSION_TALLY_REJECTED_TOPIC=settings.topics.rejected,
-        SESSION_TALLY_TOPIC_PREFIX="",
-        SESSION_TALLY_PARK_TIMEOUT_S=str(park_timeout_s),
-        PYTHONUNBUFFERED="1",
-    )
+    env = dict(os.environ) | settings.as_env()
+    env.update(SESSION_TALLY_PARK_TIMEOUT_S=str(park_timeout_s), PYTHONUNBUFFERED="1")
     return env
 
 
