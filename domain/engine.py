@@ -121,7 +121,9 @@ def _process_checked(state: State, event_id: str | None, parsed: Any, ref: Any, 
     if isinstance(event, E.Invalid):
         return [Outcome(REJECTED, event_id, event.reason, event.detail, ref)]
     if event.actor.role not in _ALLOWED_ROLES[event.type]:  # E.role_allowed, inlined
-        return [Outcome(REJECTED, event_id, R.FORBIDDEN, f"role {event.actor.role} may not send {event.type}", ref, event)]
+        return [
+            Outcome(REJECTED, event_id, R.FORBIDDEN, f"role {event.actor.role} may not send {event.type}", ref, event)
+        ]
     # process_event, inlined
     created: list[tuple[str, str]] = []
     outcomes = [_apply(state, event, ref, created, None)]
@@ -156,7 +158,16 @@ def expire_parked(state: State, should_expire: Callable[[ParkedEvent], bool]) ->
             continue
         _unpark(state, item)
         reason = _WAIT_REASON[item.wait_kind]
-        out.append(Outcome(REJECTED, item.event.event_id, reason, f"{item.wait_kind} {item.wait_key} never came", item.ref, item.event))
+        out.append(
+            Outcome(
+                REJECTED,
+                item.event.event_id,
+                reason,
+                f"{item.wait_kind} {item.wait_key} never came",
+                item.ref,
+                item.event,
+            )
+        )
     return out
 
 
@@ -299,7 +310,9 @@ def _apply(state: State, event: Any, ref: Any, created: list[tuple[str, str]], s
     return outcome
 
 
-def _create_meeting(state: State, meeting_id: str, path: Path, start: int, end: int, created: list[tuple[str, str]]) -> None:
+def _create_meeting(
+    state: State, meeting_id: str, path: Path, start: int, end: int, created: list[tuple[str, str]]
+) -> None:
     meeting = Meeting(meeting_id, path.path_id, start, end)
     state.meetings[meeting_id] = meeting
     created.append((WAIT_MEETING, meeting_id))
@@ -345,7 +358,12 @@ def _lifecycle(
         status = status_at(m, program, t)
         needed = LATE_CANCELED_PENDING if event.actor.role == "facilitator" else LATE_CANCELED
         if status != needed:
-            return _reject(event, R.INVALID_TRANSITION, f"a {event.actor.role} may dispute only a {needed} meeting; it is {status}", ref)
+            return _reject(
+                event,
+                R.INVALID_TRANSITION,
+                f"a {event.actor.role} may dispute only a {needed} meeting; it is {status}",
+                ref,
+            )
         m.dispute_open = True
         _audit(state, "dispute", event, m.meeting_id, event.data.comment)
         return None
@@ -370,7 +388,9 @@ def _apply_admin(state: State, event: Any, ref: Any, created: list[tuple[str, st
     program = state.programs.get(event.program_id)
     if kind == E.PROGRAM_CREATED:
         if program is not None and program.org_id != event.org_id:
-            return _reject(event, R.TENANT_MISMATCH, f"program {program.program_id} belongs to org {program.org_id}", ref)
+            return _reject(
+                event, R.TENANT_MISMATCH, f"program {program.program_id} belongs to org {program.org_id}", ref
+            )
         if not state.orgs.get(event.org_id, False):
             return _reject(event, R.SESSION_MANAGEMENT_DISABLED, f"session management is off for {event.org_id}", ref)
         if program is not None:
@@ -415,5 +435,15 @@ def _audit(state: State, kind: str, event: Any, meeting_id: str | None, text: st
     if state.changes is None:
         return
     state.changes.audit.append(
-        AuditEntry(kind, event.event_id, event.path_id, meeting_id, event.actor.id, event.actor.role, event.occurred_at, text, **extra)
+        AuditEntry(
+            kind,
+            event.event_id,
+            event.path_id,
+            meeting_id,
+            event.actor.id,
+            event.actor.role,
+            event.occurred_at,
+            text,
+            **extra,
+        )
     )

@@ -100,7 +100,8 @@ def _hours(value: Any) -> Decimal | None:
         raise ValueError("authorized_hours must be between 0 and 100000")
     if value != value.quantize(Decimal("0.01")):
         raise ValueError("authorized_hours has more than 2 decimals")
-    return value.quantize(Decimal("0.01")).normalize() + 0  # canonical, no negative zero
+    canonical: Decimal = value.quantize(Decimal("0.01")).normalize() + 0  # no negative zero
+    return canonical
 
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
@@ -348,9 +349,7 @@ def _big_int(text: str) -> int:
 
 
 _loads = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant).decode
-_loads_big_ints = json.JSONDecoder(
-    parse_float=Decimal, parse_int=_big_int, parse_constant=_reject_constant
-).decode
+_loads_big_ints = json.JSONDecoder(parse_float=Decimal, parse_int=_big_int, parse_constant=_reject_constant).decode
 
 #: deepest nesting of arrays/objects accepted: a fixed limit, so that the verdict never depends on how
 #: deep the caller's stack is (the JSON parser is recursive); real messages nest 3 levels
@@ -458,7 +457,7 @@ def validate(obj: dict[str, Any]) -> Event | Invalid:
 
 # ------------------------------------------------------------------------------------------ fast path
 
-_MEETING_EVENT = TypeAdapter(
+_MEETING_EVENT: TypeAdapter[Any] = TypeAdapter(
     Annotated[
         MeetingScheduled
         | MeetingRescheduled

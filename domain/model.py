@@ -120,7 +120,7 @@ class Program:
     def auto_confirm_window_at(self, t: int) -> int:
         if not self.updates:
             return self.auto_confirm_window or 0
-        return self._at("auto_confirm_window", t, self.auto_confirm_window) or 0  # type: ignore[no-any-return]
+        return self._at("auto_confirm_window", t, self.auto_confirm_window) or 0
 
     def authorized_hours_in_force(self) -> Decimal | None:
         """The value of the update with the latest ``occurred_at`` that carries one, else the creation's."""

@@ -62,7 +62,9 @@ def authorized(path: Path, program: Program) -> tuple[Decimal | None, str | None
     return (hours, "program") if hours is not None else (None, None)
 
 
-def tally(path: Path, program: Program, counts: list[int], minutes: list[int], as_of: int, version: int) -> dict[str, Any]:
+def tally(
+    path: Path, program: Program, counts: list[int], minutes: list[int], as_of: int, version: int
+) -> dict[str, Any]:
     """The tally document from per-status meeting counts and minutes (indexed like ``STATUSES``)."""
     used = sum(minutes[i] for i in _USED)
     pending = sum(minutes[i] for i in _PENDING)

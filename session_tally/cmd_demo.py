@@ -140,11 +140,12 @@ def _draw(
     if out.isatty():
         out.write("\x1b[2J\x1b[H")
     out.write(
-        f"session-tally demo  t={elapsed:5.0f}s  tallies published {counts['tallies']}  status changes {counts['statuses']}  "
-        f"rejected {counts['rejected']}\n"
+        f"session-tally demo  t={elapsed:5.0f}s  tallies published {counts['tallies']}  "
+        f"status changes {counts['statuses']}  rejected {counts['rejected']}\n"
     )
     out.write(
-        f"{'path':<14}{'program':<12}{'used h':>8}{'pending min':>12}{'upcoming min':>13}{'authorized':>11}{'remaining':>10}{'version':>8}\n"
+        f"{'path':<14}{'program':<12}{'used h':>8}{'pending min':>12}{'upcoming min':>13}"
+        f"{'authorized':>11}{'remaining':>10}{'version':>8}\n"
     )
     for path_id in sorted(changed, key=lambda p: -changed[p])[:rows]:
         t = tallies[path_id]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
-import asyncio
 import os
-import uuid
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
