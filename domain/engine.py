@@ -124,16 +124,7 @@ def _process_checked(state: State, event_id: str | None, parsed: Any, ref: Any, 
         return [
             Outcome(REJECTED, event_id, R.FORBIDDEN, f"role {event.actor.role} may not send {event.type}", ref, event)
         ]
-    # process_event, inlined
-    created: list[tuple[str, str]] = []
-    outcomes = [_apply(state, event, ref, created, None)]
-    if created and state.waiting:
-        waiting = state.waiting
-        for key in created:
-            if key in waiting:
-                _drain(state, created, outcomes)
-                break
-    return outcomes
+    return process_event(state, event, ref)
 
 
 def process_event(state: State, event: Any, ref: Any = None) -> list[Outcome]:

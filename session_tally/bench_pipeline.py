@@ -279,9 +279,9 @@ class TopicEdges:
 
 
 async def _topic_partitions(bootstrap: str, topic: str) -> list[int]:
-    from session_tally.snapshot import _partitions
+    from session_tally.snapshot import topic_partitions
 
-    return await _partitions(bootstrap, topic, 30.0)
+    return await topic_partitions(bootstrap, topic, 30.0)
 
 
 async def topic_edges(bootstrap: str, topics: Sequence[str], timeout_s: float = 60.0) -> TopicEdges:
@@ -366,32 +366,13 @@ async def consume_all(bootstrap: str, topics: Sequence[str], progress: Progress)
 
 async def read_records(bootstrap: str, topic: str) -> list[tuple[bytes | None, int, bytes]]:
     """Every record of ``topic`` up to its end offsets now: (key, timestamp ms, value)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from session_tally.snapshot import read_records as read_all
 
-    tps = [TopicPartition(topic, p) for p in await _topic_partitions(bootstrap, topic)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
     try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        remaining = {tp for tp in tps if end[tp] > 0}
-        out: list[tuple[bytes | None, int, bytes]] = []
-        deadline = time.monotonic() + 120
-        while remaining:
-            if time.monotonic() > deadline:
-                raise BenchError(f"reading {topic} took over 120 s")
-            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            for tp, records in batch.items():
-                out.extend((r.key, r.timestamp, r.value or b"") for r in records if r.offset < end[tp])
-                if records and records[-1].offset + 1 >= end[tp]:
-                    remaining.discard(tp)
-            for tp in list(remaining):
-                if await consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
-        return out
-    finally:
-        await consumer.stop()
+        records = await read_all(bootstrap, topic, 120.0)
+    except TimeoutError as exc:
+        raise BenchError(str(exc)) from exc
+    return [(r.key, r.timestamp, r.value or b"") for r in records]
 
 
 def _family(group_ids: Sequence[str], group: str) -> list[str]:

@@ -61,15 +61,14 @@ def build_document(
     }
 
 
-async def read_topic(
-    bootstrap: str, topic: str, timeout_s: float = 60.0
-) -> list[tuple[bytes, list[tuple[str, bytes]]]]:
-    """Every message of ``topic`` from the beginning up to its end offsets at call time."""
+async def read_records(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Any]:
+    """Every record (aiokafka ``ConsumerRecord``) of ``topic`` from the beginning up to its end offsets
+    at call time, partition by partition."""
     import time
 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    partitions = await _partitions(bootstrap, topic, timeout_s)
+    partitions = await topic_partitions(bootstrap, topic, timeout_s)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     deadline = time.monotonic() + timeout_s
@@ -78,16 +77,14 @@ async def read_topic(
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
-        out: list[tuple[bytes, list[tuple[str, bytes]]]] = []
+        out: list[Any] = []
         remaining = {tp for tp in tps if end[tp] > 0}
         while remaining:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {topic} took longer than {timeout_s}s")
-            batch = await consumer.getmany(timeout_ms=500)
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
             for tp, records in batch.items():
-                for r in records:
-                    if r.offset < end[tp]:
-                        out.append((r.value, list(r.headers or ())))
+                out.extend(r for r in records if r.offset < end[tp])
                 if records and records[-1].offset + 1 >= end[tp]:
                     remaining.discard(tp)
             for tp in list(remaining):
@@ -98,7 +95,15 @@ async def read_topic(
         await consumer.stop()
 
 
-async def _partitions(bootstrap: str, topic: str, timeout_s: float) -> list[int]:
+async def read_topic(
+    bootstrap: str, topic: str, timeout_s: float = 60.0
+) -> list[tuple[bytes, list[tuple[str, bytes]]]]:
+    """Every message of ``topic`` up to its end offsets now: (value, headers)."""
+    return [(r.value, list(r.headers or ())) for r in await read_records(bootstrap, topic, timeout_s)]
+
+
+async def topic_partitions(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[int]:
+    """The partition numbers of ``topic`` (waits up to ``timeout_s`` for it to exist)."""
     import asyncio
     import time
 

@@ -315,43 +315,13 @@ def kill_worker(proc: subprocess.Popen[bytes]) -> None:
 async def read_raw_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[dict[str, Any]]:
     """Every record of ``topic`` up to its end offsets at call time, in offset order per partition:
     ``{"partition", "offset", "key", "value", "headers"}`` (raw bytes)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from session_tally.snapshot import read_records
 
-    from session_tally.snapshot import _partitions
-
-    partitions = await _partitions(bootstrap, topic, timeout_s)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    deadline = time.monotonic() + timeout_s
-    try:
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        out: dict[int, list[dict[str, Any]]] = {tp.partition: [] for tp in tps}
-        remaining = {tp for tp in tps if end[tp] > 0}
-        while remaining:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic} took longer than {timeout_s}s")
-            batch = await consumer.getmany(timeout_ms=500)
-            for tp, records in batch.items():
-                for r in records:
-                    if r.offset < end[tp]:
-                        out[tp.partition].append(
-                            {
-                                "partition": r.partition,
-                                "offset": r.offset,
-                                "key": r.key,
-                                "value": r.value,
-                                "headers": list(r.headers or ()),
-                            }
-                        )
-            for tp in list(remaining):
-                if await consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
-        return [rec for p in sorted(out) for rec in sorted(out[p], key=lambda r: r["offset"])]
-    finally:
-        await consumer.stop()
+    records = sorted(await read_records(bootstrap, topic, timeout_s), key=lambda r: (r.partition, r.offset))
+    return [
+        {"partition": r.partition, "offset": r.offset, "key": r.key, "value": r.value, "headers": list(r.headers or ())}
+        for r in records
+    ]
 
 
 async def kafka_committed(bootstrap: str, group_id: str) -> dict[str, int]:
@@ -656,7 +626,7 @@ class EndOffsets:
     def __init__(self, bootstrap: str, topics: Sequence[str]) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        from session_tally.snapshot import _partitions
+        from session_tally.snapshot import topic_partitions
 
         async def make() -> Any:
             consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
@@ -666,7 +636,9 @@ class EndOffsets:
         self.loop = asyncio.new_event_loop()
         self.consumer = self.loop.run_until_complete(make())
         self.tps = [
-            TopicPartition(t, p) for t in topics for p in self.loop.run_until_complete(_partitions(bootstrap, t, 30))
+            TopicPartition(t, p)
+            for t in topics
+            for p in self.loop.run_until_complete(topic_partitions(bootstrap, t, 30))
         ]
 
     def total(self) -> int:

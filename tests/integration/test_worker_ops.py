@@ -362,13 +362,13 @@ async def _watch_statuses(
     second after the first `unconfirmed` (so that a repeat would be seen) or a deadline."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from session_tally.snapshot import _partitions
+    from session_tally.snapshot import topic_partitions
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
     await consumer.start()
     seen: list[tuple[str, float]] = []
     try:
-        tps = [TopicPartition(topic, p) for p in await _partitions(bootstrap, topic, 30)]
+        tps = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap, topic, 30)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         deadline = start.timestamp() + MAX_DELAY_S + 3
