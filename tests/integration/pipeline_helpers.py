@@ -33,19 +33,28 @@ async def publish_lines(bootstrap: str, settings: Settings, lines: Sequence[byte
     await producer.start()
     ends: dict[str, int] = {}
     try:
-        futures = []
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
-            kind, key = route(raw)
-            topic = settings.topics.admin_events if kind == "admin" else settings.topics.path_events
-            futures.append(await producer.send(topic, raw, key=key, headers=[(LINE_HEADER, str(number).encode())]))
-        for md in await asyncio.gather(*futures):
-            k = f"{md.topic}:{md.partition}"
-            ends[k] = max(ends.get(k, 0), md.offset + 1)
+        await _send_lines(producer, settings, lines, range(1, len(lines) + 1), ends)
     finally:
         await producer.stop()
     return ends
+
+
+async def _send_lines(
+    producer: Any, settings: Settings, lines: Sequence[bytes], numbers: range, ends: dict[str, int]
+) -> None:
+    """Send lines ``numbers`` (1-based) routed and keyed as `session-tally publish` does, with the line
+    header; wait for the acks and raise ``ends`` ('topic:partition' -> next offset) accordingly."""
+    futures = []
+    for number in numbers:
+        raw = lines[number - 1]
+        if not raw.strip():
+            continue
+        kind, key = route(raw)
+        topic = settings.topics.admin_events if kind == "admin" else settings.topics.path_events
+        futures.append(await producer.send(topic, raw, key=key, headers=[(LINE_HEADER, str(number).encode())]))
+    for md in await asyncio.gather(*futures):
+        k = f"{md.topic}:{md.partition}"
+        ends[k] = max(ends.get(k, 0), md.offset + 1)
 
 
 def worker_env(settings: Settings, park_timeout_s: float = 2.0) -> dict[str, str]:
@@ -391,17 +400,7 @@ async def publish_lines_paced(
         for first in range(0, len(lines), size):
             if first:
                 await asyncio.sleep(interval_s)
-            futures = []
-            for number in range(first + 1, min(first + size, len(lines)) + 1):
-                raw = lines[number - 1]
-                if not raw.strip():
-                    continue
-                kind, key = route(raw)
-                topic = settings.topics.admin_events if kind == "admin" else settings.topics.path_events
-                futures.append(await producer.send(topic, raw, key=key, headers=[(LINE_HEADER, str(number).encode())]))
-            for md in await asyncio.gather(*futures):
-                k = f"{md.topic}:{md.partition}"
-                ends[k] = max(ends.get(k, 0), md.offset + 1)
+            await _send_lines(producer, settings, lines, range(first + 1, min(first + size, len(lines)) + 1), ends)
     finally:
         await producer.stop()
     return ends
