@@ -693,10 +693,13 @@ class Backlog:
     @property
     def after_startup_s(self) -> float | None:
         """From every worker printing "ready" (polled) to the last tally: the window without process start,
-        imports and migrations (group joins and rebalances are still in)."""
+        imports and migrations (group joins and rebalances are still in). None when there is no such
+        window: a backlog small enough to be done before the workers were seen ready (consumption starts
+        before the ready line, which follows the HTTP endpoint and the producers)."""
         if self.ready_at is None or self.last_tally_ts is None:
             return None
-        return self.last_tally_ts / 1000 - self.ready_at
+        window = self.last_tally_ts / 1000 - self.ready_at
+        return window if window > 0 else None
 
     def segments(self) -> list[dict[str, Any]]:
         """Events/s per 1/SEGMENTS of the offsets applied, by interpolating the polled samples."""
@@ -1355,6 +1358,11 @@ def summarize(results: dict[str, Any], counts: list[int], events: int) -> None:
         figures["ratio_throughput_to_naive"] = round(
             head["after_startup_events_per_s"] / naive["after_startup_events_per_s"], 1
         )
+        figures["ratio_throughput_to_naive_basis"] = "after start-up"
+    elif head and naive and head["worker_events_per_s"] and naive["worker_events_per_s"]:
+        # a backlog too small to outlast the workers' start-up (a smoke run): worker windows instead
+        figures["ratio_throughput_to_naive"] = round(head["worker_events_per_s"] / naive["worker_events_per_s"], 1)
+        figures["ratio_throughput_to_naive_basis"] = "worker only (the backlog was done before start-up ended)"
     results["figures"] = figures
 
     def ok(value: Any, good: Callable[[Any], bool]) -> bool | None:
@@ -1449,7 +1457,7 @@ def summarize(results: dict[str, Any], counts: list[int], events: int) -> None:
     if "ratio_throughput_to_naive" in figures:
         rows.append(
             (
-                "ratio: throughput / naive (after start-up)",
+                f"ratio: throughput / naive ({figures['ratio_throughput_to_naive_basis'].split(' (')[0]})",
                 f"{figures['ratio_throughput_to_naive']:.1f}x",
                 f">= {TARGET_NAIVE_RATIO:g}x: {targets['ratio_to_naive']['verdict']}",
             )

@@ -60,12 +60,18 @@ def test_bench_pipeline_reports_every_figure(kafka_bootstrap: str, database_url:
 
     doc = json.loads(out.read_text())
     assert doc["complete"] is True
+    backlog = doc["backlog"][0]
     for name in FIGURES:
         value = doc["figures"].get(name)
+        if name == "backlog_after_startup_events_per_s" and value is None:
+            # legitimate only when the tiny backlog was done before the workers were seen ready
+            assert backlog["ready_after_s"] is not None and backlog["worker_window_s"] is not None
+            assert backlog["ready_after_s"] >= backlog["worker_window_s"], backlog
+            continue
         assert isinstance(value, int | float) and not math.isnan(value) and value > 0, (name, value, text[-3000:])
+    assert doc["figures"]["ratio_throughput_to_naive_basis"]
     for target in doc["targets"].values():
         assert target["verdict"] in ("target met", "below target"), target
-    backlog = doc["backlog"][0]
     assert backlog["events"] == 1500 and backlog["tallies_published"] > 0
     assert len(backlog["segments"]) == 5
     assert doc["latency"]["measured"] > 0
