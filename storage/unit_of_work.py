@@ -6,9 +6,14 @@ either keeps all of it or none of it, and a redelivered record is recognised by 
 Concurrency between workers (READ COMMITTED):
 - ``consumer_offsets`` rows are locked first: one transaction per input partition at a time, and a
   worker that takes a partition over after a rebalance sees what the previous owner committed;
-- advisory locks on the program ids a batch names (exclusive for the programs it creates, shared for
-  the others, taken in key order) make "park the event, the program is unknown" and "create the program
-  and retry its waiting events" serialise, so no waiting event misses its program;
+- advisory locks on the program ids a batch names (exclusive for the programs it creates or whose
+  settings it changes, shared for the others, taken in key order) make "park the event, the program is
+  unknown" and "create the program and retry its waiting events" serialise, so no waiting event misses
+  its program, and make a settings change serialise with every batch that reads that program's policy:
+  the change re-evaluates every meeting of the program, and a batch that creates a path or a meeting of
+  the program meanwhile would otherwise evaluate it under the old policy, unseen by the change (found by
+  tests/integration/test_faults.py as a meeting whose path the change had not loaded). The events a
+  batch releases from waiting add their programs' locks after the batch's own;
 - path rows are locked (``FOR UPDATE``, in path_id order) before anything of theirs is read, so two
   transactions never interleave on one path's meetings, counters or tally version;
 - unique keys (event ids, meeting ids, path ids) catch the remaining races; the transaction is then
@@ -70,6 +75,7 @@ class _Keys:
     orgs: set[str] = field(default_factory=set)
     programs: set[str] = field(default_factory=set)
     created_programs: set[str] = field(default_factory=set)
+    updated_programs: set[str] = field(default_factory=set)
     paths: set[str] = field(default_factory=set)
     meetings: set[str] = field(default_factory=set)
     created_meetings: set[str] = field(default_factory=set)
@@ -84,6 +90,7 @@ class _Keys:
             self.created_programs.add(event.program_id)
             return
         if kind == E.SETTINGS_UPDATED:
+            self.updated_programs.add(event.program_id)
             return
         self.paths.add(event.path_id)
         if kind == E.PATH_HOURS_SET:
@@ -189,9 +196,11 @@ class UnitOfWork:
         for kind, key in release:
             (keys.programs if kind == "program" else keys.meetings).add(key)
 
-        await self._lock_programs(conn, keys)
+        held: dict[int, bool] = {}
+        await self._lock_programs(conn, keys, held)
         loaded = Loaded()
         await self._load_waiting(conn, loaded, keys, set(release))
+        await self._lock_programs(conn, keys, held)  # the programs of the events released from waiting
         await loaded.lock_paths(conn, keys.paths)
         await loaded.load_programs(conn, keys.programs | {p.program_id for p in loaded.state.paths.values()})
         await loaded.load_orgs(conn, keys.orgs)
@@ -277,14 +286,19 @@ class UnitOfWork:
             [{"b_topic": k[0], "b_partition": k[1], "b_next": v + 1} for k, v in sorted(last.items())],
         )
 
-    async def _lock_programs(self, conn: AsyncConnection, keys: _Keys) -> None:
-        """Advisory locks on the program ids of the batch: exclusive to create, shared to look up."""
+    async def _lock_programs(self, conn: AsyncConnection, keys: _Keys, held: dict[int, bool]) -> None:
+        """Advisory locks on the program ids of the batch: exclusive to create or change the settings,
+        shared to look up. ``held`` (lock key -> exclusive) is what this transaction holds already; only
+        what is missing is taken (a shared lock held is taken again exclusively when needed)."""
         locks: dict[int, bool] = {}
+        exclusive = keys.created_programs | keys.updated_programs
         for program_id in keys.programs:
             k = _lock_key("program", program_id)
-            locks[k] = locks.get(k, False) or program_id in keys.created_programs
+            locks[k] = locks.get(k, False) or program_id in exclusive
+        locks = {k: x for k, x in locks.items() if k not in held or (x and not held[k])}
         if not locks:
             return
+        held.update(locks)
         ordered = sorted(locks.items())
         await conn.execute(
             text(
