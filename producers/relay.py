@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import ARRAY, BigInteger, Integer, any_, bindparam, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from producers.kafka_client import throttle_metadata_updates
 from storage import tables as T
 from storage.messages import LANES
 
@@ -60,6 +61,7 @@ class Relay:
             max_batch_size=256 * 1024,
             request_timeout_ms=30000,
         )
+        throttle_metadata_updates(self.producer.client)
         await self.producer.start()
 
     async def stop(self) -> None:
@@ -79,6 +81,8 @@ class Relay:
                 raise
             except Exception:
                 log.exception("relay round failed; retrying")
+                if self.metrics is not None:
+                    self.metrics.inc("session_tally_relay_failures_total")
                 moved = 0
                 await asyncio.sleep(1.0)
             if moved:

@@ -67,6 +67,8 @@ class Publisher:
         from aiokafka import AIOKafkaProducer
         from aiokafka.errors import KafkaError
 
+        from producers.kafka_client import throttle_metadata_updates
+
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             enable_idempotence=True,
@@ -74,6 +76,7 @@ class Publisher:
             linger_ms=self.linger_ms,
             request_timeout_ms=30_000,
         )
+        throttle_metadata_updates(producer.client)  # no hot loop while the broker restarts
         try:
             await producer.start()
         except KafkaError as exc:
@@ -286,9 +289,7 @@ def run(args: argparse.Namespace) -> int:
         print(" " * 60, end="\r", file=sys.stderr)
     published = sum(n for name, n in counts.items() if not name.startswith("failed:"))
     failed = {name[7:]: n for name, n in counts.items() if name.startswith("failed:")}
-    per_topic = ", ".join(
-        f"{name}: {counts.get(name, 0):,}" for name in (topics.admin_events, topics.path_events)
-    )
+    per_topic = ", ".join(f"{name}: {counts.get(name, 0):,}" for name in (topics.admin_events, topics.path_events))
     print(
         f"published {published:,} messages ({per_topic}) in {elapsed:.1f} s, "
         f"{published / max(elapsed, 1e-9):,.0f} msg/s; {blanks[0]:,} blank lines skipped",

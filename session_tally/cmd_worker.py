@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 from dataclasses import replace
 from typing import Any
@@ -78,9 +77,10 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from domain.timefmt import parse_instant
     from session_tally.config import Settings
+    from session_tally.logs import configure as configure_logging
     from session_tally.worker import WorkerOptions, run_worker
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     settings = Settings.from_env()
     if args.group:
         settings = replace(settings, group_id=args.group)
@@ -109,9 +109,10 @@ def run_producers(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda signum, _frame: early.append(signum))
     from domain.timefmt import parse_instant
     from session_tally.config import Settings
+    from session_tally.logs import configure as configure_logging
     from session_tally.producers_runtime import run_producers_process
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     clock = parse_instant(args.clock) if args.clock else None
     asyncio.run(run_producers_process(Settings.from_env(), clock, args.graceful_timeout, early))
     return 0
