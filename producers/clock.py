@@ -56,6 +56,8 @@ class ClockSweeper:
                 raise
             except Exception:
                 log.exception("clock sweep failed; retrying")
+                if self.metrics is not None:
+                    self.metrics.inc("session_tally_clock_failures_total")
                 sleep = 1.0
             self._wake.clear()
             try:
@@ -99,6 +101,8 @@ class WaitingJanitor:
                 raise
             except Exception:
                 log.exception("waiting-event janitor failed; retrying")
+                if self.metrics is not None:
+                    self.metrics.inc("session_tally_clock_failures_total")
             try:
                 await asyncio.wait_for(self._stop.wait(), self.every_s)
             except TimeoutError:

@@ -76,7 +76,10 @@ class HttpEndpoint:
                 status, ctype = ("200 OK" if ok else "503 Service Unavailable"), "application/json"
             elif path.startswith("/metrics"):
                 if self.refresh is not None:
-                    await self.refresh()
+                    try:  # the gauges read PostgreSQL; when it is away the counters are served all the same
+                        await asyncio.wait_for(self.refresh(), 3.0)
+                    except Exception:
+                        self.metrics.inc("session_tally_gauge_refresh_failures_total")
                 body, status, ctype = self.metrics.render().encode(), "200 OK", "text/plain; version=0.0.4"
             else:
                 body, status, ctype = b"not found\n", "404 Not Found", "text/plain"

@@ -102,13 +102,17 @@ async def run_worker(
         checks: dict[str, Any] = {
             "producers": producers.alive() if producers is not None else (child is not None and child.poll() is None)
         }
-        try:
+
+        async def select_one() -> None:
             async with engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
+
+        try:
+            await asyncio.wait_for(select_one(), 3.0)
             checks["postgres"] = True
         except Exception:
             checks["postgres"] = False
-        checks["kafka"] = broker_connected(broker)
+        checks["kafka"] = await broker_answers(broker)
         return checks
 
     async def refresh_gauges() -> None:
@@ -171,11 +175,12 @@ async def run_worker(
     await app.run()
 
 
-def broker_connected(broker: Any) -> bool:
+async def broker_answers(broker: Any, timeout_s: float = 2.0) -> bool:
+    """Whether the Kafka cluster answers a metadata request (DescribeCluster) within ``timeout_s``."""
     try:
-        return bool(broker._connection) or bool(getattr(broker, "running", False))
+        return bool(await broker.ping(timeout_s))
     except Exception:
-        return True
+        return False
 
 
 def start_producers_child(settings: Settings, options: WorkerOptions) -> subprocess.Popen[bytes]:

@@ -23,7 +23,9 @@ def _url(url: str) -> str:
 
 
 def _connect_args(schema: str) -> dict[str, object]:
-    return {"options": f"-csearch_path={schema}"}
+    # connect_timeout: a server that does not answer (down, partitioned) fails a connection attempt after
+    # 10 s instead of the operating system's minutes; the caller retries.
+    return {"options": f"-csearch_path={schema}", "connect_timeout": 10}
 
 
 def async_engine(url: str, schema: str = "public", pool_size: int = 5) -> AsyncEngine:

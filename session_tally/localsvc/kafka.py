@@ -68,14 +68,14 @@ def new_cluster_id() -> str:
             return candidate
 
 
-def server_properties(data_dir: Path) -> str:
+def server_properties(data_dir: Path, port: int = KAFKA_PORT, controller_port: int = CONTROLLER_PORT) -> str:
     """The broker configuration: Kafka's defaults except what a single local node needs."""
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
-        "controller.quorum.voters": f"1@{HOST}:{CONTROLLER_PORT}",
-        "listeners": f"PLAINTEXT://{HOST}:{KAFKA_PORT},CONTROLLER://{HOST}:{CONTROLLER_PORT}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{KAFKA_PORT}",
+        "controller.quorum.voters": f"1@{HOST}:{controller_port}",
+        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
@@ -100,8 +100,20 @@ def server_properties(data_dir: Path) -> str:
 
 
 class LocalKafka:
-    def __init__(self, services: Path, version: str = KAFKA_VERSION) -> None:
+    """The broker of ``services`` (a state directory). Other ports than 9092/9093 give a second, private
+    broker (the fault tests restart one without disturbing the shared one)."""
+
+    def __init__(
+        self,
+        services: Path,
+        version: str = KAFKA_VERSION,
+        port: int = KAFKA_PORT,
+        controller_port: int = CONTROLLER_PORT,
+    ) -> None:
         self.version = version
+        self.port = port
+        self.controller_port = controller_port
+        self.bootstrap = f"{HOST}:{port}"
         self.root = services / "kafka"
         self.data = self.root / "data"
         self.logs = self.root / "logs"
@@ -126,7 +138,7 @@ class LocalKafka:
         return pid
 
     def ready(self) -> bool:
-        return port_open(KAFKA_PORT)
+        return port_open(self.port)
 
     def foreign(self) -> tuple[int, str] | None:
         """A broker that `session-tally services` started from another directory: (pid, its state dir)."""
@@ -139,15 +151,15 @@ class LocalKafka:
     def describe(self) -> tuple[bool, str]:
         pid = self.pid()
         if pid is None:
-            if port_open(KAFKA_PORT):
+            if port_open(self.port):
                 other = self.foreign()
                 if other is not None:
-                    return True, f"running (pid {other[0]}) on {BOOTSTRAP}, started from {other[1]}, not here"
-                return False, f"not started from {self.root}, but something else listens on {BOOTSTRAP}"
+                    return True, f"running (pid {other[0]}) on {self.bootstrap}, started from {other[1]}, not here"
+                return False, f"not started from {self.root}, but something else listens on {self.bootstrap}"
             return False, "stopped"
         if self.ready():
-            return True, f"running (pid {pid}) on {BOOTSTRAP}, Kafka {self.version}"
-        return False, f"process {pid} runs but {BOOTSTRAP} does not answer"
+            return True, f"running (pid {pid}) on {self.bootstrap}, Kafka {self.version}"
+        return False, f"process {pid} runs but {self.bootstrap} does not answer"
 
     # --- install ----------------------------------------------------------------------------------
 
@@ -251,7 +263,7 @@ class LocalKafka:
     def _configure(self) -> None:
         for directory in (self.root, self.data, self.logs):
             directory.mkdir(parents=True, exist_ok=True)
-        self.properties.write_text(server_properties(self.data))
+        self.properties.write_text(server_properties(self.data, self.port, self.controller_port))
         self.log4j.write_bytes(self._packaged("log4j2.properties"))
 
     def _format_once(self, java: str) -> None:
@@ -282,20 +294,20 @@ class LocalKafka:
         """Start the broker unless it runs; return the start-up time in seconds (None: was running)."""
         if (pid := self.pid()) is not None:
             if self.ready():
-                say(f"kafka: already running (pid {pid}) on {BOOTSTRAP}")
+                say(f"kafka: already running (pid {pid}) on {self.bootstrap}")
                 return None
-            say(f"kafka: process {pid} is starting; waiting for {BOOTSTRAP}")
+            say(f"kafka: process {pid} is starting; waiting for {self.bootstrap}")
             return self._wait_ready(pid, time.monotonic(), 0)
         other = self.foreign()
         if other is not None and self.ready():
             say(
-                f"kafka: {BOOTSTRAP} is served by the broker that `session-tally services` started from "
+                f"kafka: {self.bootstrap} is served by the broker that `session-tally services` started from "
                 f"{other[1]} (pid {other[0]}); using it (`services down` here leaves it alone)"
             )
             return None
-        if port_open(KAFKA_PORT) or port_open(CONTROLLER_PORT):
+        if port_open(self.port) or port_open(self.controller_port):
             raise ServiceError(
-                f"kafka: port {KAFKA_PORT} or {CONTROLLER_PORT} on {HOST} is taken by a process that "
+                f"kafka: port {self.port} or {self.controller_port} on {HOST} is taken by a process that "
                 f"`session-tally services` did not start from {self.root}; stop it first"
             )
         self.ensure_jars()
@@ -303,7 +315,7 @@ class LocalKafka:
         self._configure()
         self._format_once(java)
         offset = self.server_log.stat().st_size if self.server_log.exists() else 0
-        say(f"kafka: starting Apache Kafka {self.version} (KRaft, broker+controller) on {BOOTSTRAP}")
+        say(f"kafka: starting Apache Kafka {self.version} (KRaft, broker+controller) on {self.bootstrap}")
         started = time.monotonic()
         with self.stdout_log.open("ab") as out:
             process = subprocess.Popen(
@@ -334,7 +346,7 @@ class LocalKafka:
                 raise ServiceError(f"kafka: the broker (pid {pid}) exited during start-up\n" + self._logs())
             if self._started_line_seen(offset) and self.ready():
                 elapsed = time.monotonic() - started
-                say(f"kafka: ready on {BOOTSTRAP} in {elapsed:.1f} s (pid {pid})")
+                say(f"kafka: ready on {self.bootstrap} in {elapsed:.1f} s (pid {pid})")
                 return elapsed
             time.sleep(0.1)
         raise ServiceError(

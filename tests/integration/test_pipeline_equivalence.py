@@ -100,8 +100,9 @@ def _tail(path: Path) -> str:
 class Group:
     """Worker processes of one consumer group, each with its own log file."""
 
-    def __init__(self, settings: Settings, tmp_path: Path) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, tmp_path: Path, worker_settings: Settings | None = None) -> None:
+        self.settings = settings  # what the test reads with (probes, snapshot)
+        self.worker_settings = worker_settings or settings  # what the workers run with (e.g. through a proxy)
         self.tmp_path = tmp_path
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.per_worker = 1  # group members per worker process
@@ -112,7 +113,7 @@ class Group:
         if not restart:
             assert name not in self.procs, name
         proc = start_worker_ex(
-            self.settings,
+            self.worker_settings,
             _log(self.tmp_path, name),
             clock=AT,
             park_timeout_s=park_timeout_s,
