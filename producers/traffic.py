@@ -50,9 +50,7 @@ __all__ = [
 
 TopicKind = Literal["admin", "path"]
 
-ADMIN_TYPES = frozenset(
-    {"organization.session_management_set", "program.created", "program.settings_updated"}
-)
+ADMIN_TYPES = frozenset({"organization.session_management_set", "program.created", "program.settings_updated"})
 EVENT_TYPES = (
     "organization.session_management_set",
     "program.created",
@@ -99,9 +97,7 @@ BAD_KINDS = tuple(BAD_KIND_REASONS)
 # Kinds whose outcome would depend on how the admin and path topics interleave (left out when
 # ``order_independent``): a second program for a registered path, a meeting of another path, a program id
 # re-created by another org (different admin partition).
-ORDER_DEPENDENT_BAD_KINDS = frozenset(
-    {"tenant_mismatch_path", "meeting_of_other_path", "program_in_other_org"}
-)
+ORDER_DEPENDENT_BAD_KINDS = frozenset({"tenant_mismatch_path", "meeting_of_other_path", "program_in_other_org"})
 
 
 @dataclass(frozen=True)

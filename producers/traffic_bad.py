@@ -48,9 +48,7 @@ class BadInputs(SimCore):
         self.bad_kinds = [k for k in kinds if k != "too_large"]
         self.bad_todo = list(kinds)  # every kind appears once early on, then at random
         self.rng.shuffle(self.bad_todo)
-        self.p_too_large = (
-            min(1.0, TOO_LARGE_PER_EVENT / self.cfg.bad_fraction) if self.cfg.bad_fraction > 0 else 0
-        )
+        self.p_too_large = min(1.0, TOO_LARGE_PER_EVENT / self.cfg.bad_fraction) if self.cfg.bad_fraction > 0 else 0
         self.ghosts = 0
         self.builders: dict[str, Callable[[], bytes | None]] = {k: getattr(self, "_bad_" + k) for k in kinds}
 
@@ -164,8 +162,7 @@ class BadInputs(SimCore):
             "event_id": self.eid(),
             "type": typ,
             "schema_version": 1,
-            "occurred_at": ts
-            or (self.settings_time() if typ == "program.settings_updated" else self.fmt(self.now)),
+            "occurred_at": ts or (self.settings_time() if typ == "program.settings_updated" else self.fmt(self.now)),
             "org_id": org or p.org,
             "program_id": p.pid,
             "actor": {"id": p.admin if role == "program_admin" else "support-2", "role": role},
@@ -313,9 +310,7 @@ class BadInputs(SimCore):
         event = self._new_schedule(path)
         start = self.now + DAY
         event["data"]["start"] = self.fmt(start)
-        event["data"]["end"] = self.fmt(
-            start + self.pick((DAY + MINUTE, DAY + 15 * MINUTE, 30 * HOUR, 3 * DAY))
-        )
+        event["data"]["end"] = self.fmt(start + self.pick((DAY + MINUTE, DAY + 15 * MINUTE, 30 * HOUR, 3 * DAY)))
         return _dumps(event)
 
     def _bad_unknown_type(self) -> bytes | None:
@@ -341,9 +336,7 @@ class BadInputs(SimCore):
             return None
         r = self.rnd()
         if r < 0.25:
-            event = self._envelope(
-                path, "path.authorized_hours_set", self.now, "participant", {"authorized_hours": 99}
-            )
+            event = self._envelope(path, "path.authorized_hours_set", self.now, "participant", {"authorized_hours": 99})
         elif r < 0.5:
             event = self._new_schedule(path)
             event["actor"] = {"id": "support-3", "role": "support"}
@@ -379,9 +372,7 @@ class BadInputs(SimCore):
         mid = self._ghost("m")
         if self.rnd() < 0.5:
             data: dict[str, Any] = {"meeting_id": mid, "occurred": True}
-            return _dumps(
-                self._envelope(path, "meeting.confirmation_submitted", self.now, "participant", data)
-            )
+            return _dumps(self._envelope(path, "meeting.confirmation_submitted", self.now, "participant", data))
         return _dumps(self._envelope(path, "meeting.canceled", self.now, "facilitator", {"meeting_id": mid}))
 
     def _bad_unknown_program(self) -> bytes | None:
@@ -430,9 +421,7 @@ class BadInputs(SimCore):
         if path is None:
             return None
         others = [
-            p
-            for p in self.created
-            if p is not path.prog and p.created_at is not None and p.created_at < self.now
+            p for p in self.created if p is not path.prog and p.created_at is not None and p.created_at < self.now
         ]
         if not others:
             return None
@@ -446,9 +435,7 @@ class BadInputs(SimCore):
         path = self._path(verification=True)
         if m is None or path is None or path is m.path:
             return None
-        return _dumps(
-            self._envelope(path, "meeting.canceled", self.now, "facilitator", {"meeting_id": m.mid})
-        )
+        return _dumps(self._envelope(path, "meeting.canceled", self.now, "facilitator", {"meeting_id": m.mid}))
 
     def _bad_program_in_other_org(self) -> bytes | None:
         p = self._created_program()

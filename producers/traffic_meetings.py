@@ -106,9 +106,7 @@ class MeetingLife(SimCore):
                 self._register(path)
 
     def _hours_set(self, path: Path, t: int) -> None:
-        actor, role = (
-            (path.prog.admin, "program_admin") if self.rnd() < 0.85 else (self.pick(self.support), "support")
-        )
+        actor, role = (path.prog.admin, "program_admin") if self.rnd() < 0.85 else (self.pick(self.support), "support")
         note = f',"note":{self.pick(NOTES)}' if self.rnd() < 0.8 else ""
         data = f'{{"authorized_hours":{self.pick(PATH_HOURS)}{note}}}'
         self.emit(self.path_tagged(path, "path.authorized_hours_set", t, actor, role, data))
@@ -155,9 +153,7 @@ class MeetingLife(SimCore):
             role = "program_admin" if rnd() < 0.05 else "participant"
             self.push(t, self._on_answer, m, (role, rnd() < 0.9))
             if rnd() < 0.04:  # a second answer: already_answered
-                self.push(
-                    t + self.between(MINUTE, acw // 2), self._on_answer, m, ("participant", rnd() < 0.5)
-                )
+                self.push(t + self.between(MINUTE, acw // 2), self._on_answer, m, ("participant", rnd() < 0.5))
             if rnd() < 0.02:  # the coach answers: forbidden
                 self.push(e + self.between(MINUTE, acw // 2), self._on_answer, m, ("facilitator", True))
             return True
@@ -189,15 +185,7 @@ class MeetingLife(SimCore):
 
     def _change_role(self) -> str:
         r = self.rnd()
-        return (
-            "participant"
-            if r < 0.45
-            else "facilitator"
-            if r < 0.75
-            else "program_admin"
-            if r < 0.9
-            else "system"
-        )
+        return "participant" if r < 0.45 else "facilitator" if r < 0.75 else "program_admin" if r < 0.9 else "system"
 
     def _is_late(self, m: Meeting, t: int) -> bool:
         window = m.path.prog.lcw
@@ -223,9 +211,7 @@ class MeetingLife(SimCore):
         late = self._is_late(m, t)
         role = self._change_role()
         start = self._start_time(max(t, m.start))
-        new = self.new_meeting(
-            m.path, start, start + (m.end - m.start if self.rnd() < 0.7 else self._duration())
-        )
+        new = self.new_meeting(m.path, start, start + (m.end - m.start if self.rnd() < 0.7 else self._duration()))
         data = (
             f'{{"meeting_id":"{m.mid}","new_meeting_id":"{new.mid}","new_start":"{self.fmt(new.start)}",'
             f'"new_end":"{self.fmt(new.end)}"}}'

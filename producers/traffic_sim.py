@@ -125,9 +125,7 @@ class Simulation(MeetingLife, BadInputs):
         toggled_done = False
         for i, p in enumerate(programs):
             if i in mid:
-                self.push(
-                    self.base + self.between(timing.horizon // 10, timing.horizon // 2), self._create, p
-                )
+                self.push(self.base + self.between(timing.horizon // 10, timing.horizon // 2), self._create, p)
                 continue
             if p.org == toggled and not toggled_done:
                 self._create(p, None, tick())
@@ -204,9 +202,7 @@ class Simulation(MeetingLife, BadInputs):
     def _created_rejected(self, n: int, org: str, t: int) -> None:
         """A program.created for an org that is switched off (session_management_disabled)."""
         timing = self.timing
-        p = Program(
-            n, org, True, self.pick(timing.late_cancel_windows), self.pick(timing.auto_confirm_windows)
-        )
+        p = Program(n, org, True, self.pick(timing.late_cancel_windows), self.pick(timing.auto_confirm_windows))
         p.hours = self.pick(AUTHORIZED_HOURS)
         self._program_created(p, org, t)
 
@@ -243,8 +239,4 @@ class Simulation(MeetingLife, BadInputs):
                     p.acw_name, p.acw = acw
                 if hours is not None:
                     p.hours = hours
-        self.emit(
-            self.admin_tagged(
-                "program.settings_updated", self.settings_time(), p.org, p.pid, actor, role, data
-            )
-        )
+        self.emit(self.admin_tagged("program.settings_updated", self.settings_time(), p.org, p.pid, actor, role, data))

@@ -81,9 +81,7 @@ def register_replay(commands: Any) -> None:
         epilog="example:\n  session-tally bench replay --events 1000000 --json bench-results/replay.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--events", type=int, default=1_000_000, metavar="N", help="events to generate (default 1000000)"
-    )
+    p.add_argument("--events", type=int, default=1_000_000, metavar="N", help="events to generate (default 1000000)")
     p.add_argument("--seed", type=int, default=1, help="seed of the generator (default 1)")
     p.add_argument(
         "--at",
@@ -92,9 +90,7 @@ def register_replay(commands: Any) -> None:
         help="time to evaluate the clock at (default: the stream's last event time)",
     )
     p.add_argument("--order-independent", action="store_true", help="generate an order-independent stream")
-    p.add_argument(
-        "--keep", default=None, metavar="FILE", help="write the generated stream to FILE and keep it"
-    )
+    p.add_argument("--keep", default=None, metavar="FILE", help="write the generated stream to FILE and keep it")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the results as JSON to OUT")
     p.set_defaults(func=run_replay)
 
@@ -138,9 +134,7 @@ def run_replay(args: argparse.Namespace) -> int:
             status, wall_s, rss_mb = run_measured(cmd, out, err)
         if status != 0:
             message = err_path.read_text(errors="replace").strip()
-            print(
-                f"session-tally bench replay: replay exited with status {status}: {message}", file=sys.stderr
-            )
+            print(f"session-tally bench replay: replay exited with status {status}: {message}", file=sys.stderr)
             return 1
         with open(out_path, "rb") as fh:
             document = json.load(fh)

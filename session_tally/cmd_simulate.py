@@ -179,9 +179,7 @@ def run(args: argparse.Namespace) -> int:
     if display.tty:
         print(file=sys.stderr)
     per_topic = ", ".join(f"{name}: {n:,}" for name, n in publisher.counts.items())
-    print(
-        f"simulate: {sum(publisher.counts.values()):,} messages acknowledged ({per_topic})", file=sys.stderr
-    )
+    print(f"simulate: {sum(publisher.counts.values()):,} messages acknowledged ({per_topic})", file=sys.stderr)
     if publisher.failed:
         print(f"session-tally simulate: not published: {publisher.failed}", file=sys.stderr)
         return 1

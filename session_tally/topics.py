@@ -92,8 +92,7 @@ async def reconcile_topics(bootstrap: str, specs: list[TopicSpec], create: bool 
             for spec in to_compare:
                 if partitions.get(spec.name) != spec.partitions:
                     report.mismatches.append(
-                        f"topic {spec.name!r} has {partitions.get(spec.name)} partitions, "
-                        f"expected {spec.partitions}"
+                        f"topic {spec.name!r} has {partitions.get(spec.name)} partitions, expected {spec.partitions}"
                     )
                 if policies.get(spec.name) != spec.cleanup_policy:
                     report.mismatches.append(
@@ -194,7 +193,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="partitions of each input topic (default: $SESSION_TALLY_INPUT_PARTITIONS or 6)",
     )
     parser.add_argument("--output-partitions", type=int, default=6, help="partitions of each output topic")
-    parser.add_argument(
-        "--bootstrap-servers", default=None, help="default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092"
-    )
+    parser.add_argument("--bootstrap-servers", default=None, help="default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092")
     parser.set_defaults(func=run)

@@ -64,9 +64,7 @@ def database_url() -> Iterator[str]:
         yield configured
         return
     if not _docker_engine_answers():
-        pytest.fail(
-            f"DATABASE_URL is not set and no Docker engine answers: {START_SERVICES_HINT}", pytrace=False
-        )
+        pytest.fail(f"DATABASE_URL is not set and no Docker engine answers: {START_SERVICES_HINT}", pytrace=False)
     try:
         from testcontainers.community.postgres import PostgresContainer
     except ImportError:  # testcontainers < 4.15
@@ -131,9 +129,7 @@ def db_schema(db_engine: Any) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(
-    kafka_bootstrap: str, database_url: str, db_schema: str, topics: Topics, topic_prefix: str
-) -> Settings:
+def settings(kafka_bootstrap: str, database_url: str, db_schema: str, topics: Topics, topic_prefix: str) -> Settings:
     """Settings pointing at the real services, this test's topics, schema and consumer group."""
     return Settings(
         kafka_bootstrap_servers=kafka_bootstrap,

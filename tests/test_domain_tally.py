@@ -183,9 +183,7 @@ def setup_lines(verification: bool = True, program_id: str = "prog-1", hours: An
 
 
 def sched(mid: str, start: str, end: str, **kw: Any) -> bytes:
-    return line(
-        "meeting.scheduled", role="facilitator", meeting_id=mid, start=start, end=end, eid=f"s-{mid}", **kw
-    )
+    return line("meeting.scheduled", role="facilitator", meeting_id=mid, start=start, end=end, eid=f"s-{mid}", **kw)
 
 
 def test_replay_document_shape_and_order() -> None:
@@ -194,9 +192,7 @@ def test_replay_document_shape_and_order() -> None:
         *setup_lines(verification=False, program_id="off"),
         sched("b", "2026-03-10T10:00:00Z", "2026-03-10T10:30:00Z", path="path-b"),
         sched("a", "2026-03-25T10:00:00Z", "2026-03-25T11:00:00+01:00", path="path-a"),
-        line(
-            "path.authorized_hours_set", role="program_admin", path="path-a", authorized_hours=None, eid="h-a"
-        ),
+        line("path.authorized_hours_set", role="program_admin", path="path-a", authorized_hours=None, eid="h-a"),
         sched("z", "2026-03-10T10:00:00Z", "2026-03-10T11:00:00Z", path="path-off", program="off"),
         b"",
         b"   ",

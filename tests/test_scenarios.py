@@ -56,9 +56,7 @@ def instant(text: str) -> datetime:
 def hours(value: Any) -> Any:
     if value is None:
         return None
-    assert isinstance(value, int | float) and not isinstance(value, bool), (
-        f"hours must be a number: {value!r}"
-    )
+    assert isinstance(value, int | float) and not isinstance(value, bool), f"hours must be a number: {value!r}"
     return Decimal(repr(value)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 

@@ -41,9 +41,7 @@ def test_cluster_ids_have_the_storage_tool_format() -> None:
 
 
 def test_broker_listens_on_loopback_only(tmp_path: Path) -> None:
-    props = dict(
-        line.split("=", 1) for line in server_properties(tmp_path / "data").splitlines() if "=" in line
-    )
+    props = dict(line.split("=", 1) for line in server_properties(tmp_path / "data").splitlines() if "=" in line)
     assert props["listeners"] == "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
     assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9092"
     assert props["log.dirs"] == str(tmp_path / "data")

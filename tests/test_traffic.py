@@ -316,9 +316,7 @@ def test_replay_gives_each_bad_kind_its_reason(stream: list[Tagged], tmp_path: P
     assert result["tallies"] and result["meetings"]
 
 
-def test_order_independent_stream_same_result_in_any_interleaving(
-    oi_stream: list[Tagged], tmp_path: Path
-) -> None:
+def test_order_independent_stream_same_result_in_any_interleaving(oi_stream: list[Tagged], tmp_path: Path) -> None:
     records = [t.record for t in oi_stream]
     admin = [r for r in records if r.topic == "admin"]
     path = [r for r in records if r.topic == "path"]
@@ -328,9 +326,7 @@ def test_order_independent_stream_same_result_in_any_interleaving(
         for tally in result["tallies"]:
             tally.pop("version", None)
             tally.pop("as_of", None)
-        rejected = Counter(
-            (r["event_id"], r["reason"], order[r["line"] - 1].value) for r in result["rejected"]
-        )
+        rejected = Counter((r["event_id"], r["reason"], order[r["line"] - 1].value) for r in result["rejected"])
         return result["tallies"], result["meetings"], rejected
 
     as_generated = outcome(records)

@@ -321,10 +321,7 @@ class LocalPostgres:
         bindir = self.bindir()
         if pid is None or bindir is None:
             other = self.foreign()
-            say(
-                f"postgres: not started from {self.root}"
-                + (f"; leaving pid {other[0]} alone" if other else "")
-            )
+            say(f"postgres: not started from {self.root}" + (f"; leaving pid {other[0]} alone" if other else ""))
             return
         say(f"postgres: stopping pid {pid} (pg_ctl stop -m fast)")
         started = time.monotonic()

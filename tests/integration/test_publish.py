@@ -46,9 +46,7 @@ async def _read_back(bootstrap: str, topics: Topics, expected: int, deadline_s: 
         deadline = time.monotonic() + deadline_s
         messages: list[Any] = []
         while len(messages) < expected:
-            assert time.monotonic() < deadline, (
-                f"read {len(messages)} of {expected} messages before the deadline"
-            )
+            assert time.monotonic() < deadline, f"read {len(messages)} of {expected} messages before the deadline"
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 messages.extend(records)
@@ -58,9 +56,7 @@ async def _read_back(bootstrap: str, topics: Topics, expected: int, deadline_s: 
 
 
 @pytest.mark.integration
-async def test_publish_records_routes_keys_and_numbers_every_line(
-    kafka_bootstrap: str, topics: Topics
-) -> None:
+async def test_publish_records_routes_keys_and_numbers_every_line(kafka_bootstrap: str, topics: Topics) -> None:
     content = _events_file(3000, seed=11)
     lines = content.split(b"\n")
     items = list(file_items(io.BytesIO(content)))

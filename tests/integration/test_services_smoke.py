@@ -44,9 +44,7 @@ async def test_keyed_message_round_trip(kafka_bootstrap: str, topics: Topics) ->
     ]
 
 
-async def test_two_group_members_split_six_partitions(
-    kafka_bootstrap: str, topics: Topics, topic_prefix: str
-) -> None:
+async def test_two_group_members_split_six_partitions(kafka_bootstrap: str, topics: Topics, topic_prefix: str) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     topic = topics.path_events

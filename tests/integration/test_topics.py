@@ -24,9 +24,7 @@ async def _describe(bootstrap: str, names: list[str]) -> dict[str, tuple[int, st
     try:
         partitions = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names)}
         policies: dict[str, str] = {}
-        for response in await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
-        ):
+        for response in await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names]):
             for _code, _msg, _type, name, entries in response.resources:
                 for key, value, *_ in entries:
                     if key == "cleanup.policy":
@@ -42,9 +40,7 @@ async def _create(bootstrap: str, name: str, partitions: int, policy: str = "del
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        response = await admin.create_topics(
-            [NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": policy})]
-        )
+        response = await admin.create_topics([NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": policy})])
         assert [code for _, code, _ in response.topic_errors] == [0]
     finally:
         await admin.close()
@@ -58,9 +54,7 @@ async def named(kafka_bootstrap: str, topic_prefix: str) -> AsyncIterator[Topics
     await delete_topics(kafka_bootstrap, [*names.inputs, *names.outputs])
 
 
-async def test_creates_the_five_topics_with_partitions_and_policies(
-    kafka_bootstrap: str, named: Topics
-) -> None:
+async def test_creates_the_five_topics_with_partitions_and_policies(kafka_bootstrap: str, named: Topics) -> None:
     assert await ensure_topics(kafka_bootstrap, named, input_partitions=6, output_partitions=3) == []
 
     described = await _describe(kafka_bootstrap, [*named.inputs, *named.outputs])
@@ -82,9 +76,7 @@ async def test_is_idempotent(kafka_bootstrap: str, named: Topics) -> None:
     assert await ensure_topics(kafka_bootstrap, named) == []
 
 
-async def test_reports_a_wrong_partition_count_and_leaves_the_topic_alone(
-    kafka_bootstrap: str, named: Topics
-) -> None:
+async def test_reports_a_wrong_partition_count_and_leaves_the_topic_alone(kafka_bootstrap: str, named: Topics) -> None:
     await _create(kafka_bootstrap, named.admin_events, partitions=2)
 
     mismatches = await ensure_topics(kafka_bootstrap, named)
