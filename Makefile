@@ -46,6 +46,7 @@ test: up
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 # The README's first command: services, topics, a worker and simulated traffic, tallies shown live.
