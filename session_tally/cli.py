@@ -61,7 +61,27 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        unreachable = _unreachable_service(exc)
+        if unreachable is None:
+            raise
+        print(f"session-tally {args.command}: {unreachable}", file=sys.stderr)
+        return 2
     return int(result or 0)
+
+
+def _unreachable_service(exc: BaseException) -> str | None:
+    """A one-line explanation when ``exc`` says PostgreSQL or Kafka cannot be reached (else None)."""
+    from aiokafka.errors import KafkaConnectionError
+    from sqlalchemy.exc import OperationalError
+
+    hint = "start the services (`make up`, then `. .services/env`) or set KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL"
+    if isinstance(exc, OperationalError):
+        first = str(exc.orig or exc).strip().splitlines()[0]
+        return f"cannot reach PostgreSQL: {first}; {hint}"
+    if isinstance(exc, KafkaConnectionError):
+        return f"cannot reach Kafka: {exc}; {hint}"
+    return None
 
 
 if __name__ == "__main__":
