@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from producers.kafka_client import throttle_metadata_updates
 from storage import tables as T
-from storage.messages import LANES
+from storage.messages import LANES, decode_headers
 
 log = logging.getLogger("session_tally.relay")
 
@@ -130,7 +130,7 @@ class Relay:
             send = self.producer.send
             futures = []
             for r in rows:
-                headers = [(k, v.encode("utf-8")) for k, v in r.headers] if r.headers else None
+                headers = decode_headers(r.headers) if r.headers else None
                 futures.append(await send(self.topics[r.topic], r.value, key=r.key, headers=headers))
             await asyncio.gather(*futures)
             await conn.execute(

@@ -34,7 +34,7 @@ class SourceRecord:
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
+    headers: tuple[tuple[str, bytes | None], ...] = ()  # Kafka allows a header without a value
     timestamp_ms: int | None = None
 
 
@@ -44,7 +44,7 @@ class OutboxRow:
     topic: str  # logical: tallies | statuses | rejected
     key: bytes | None
     value: bytes
-    headers: list[list[str]] | None = None
+    headers: list[list[str | None]] | None = None
 
     def as_params(self) -> dict[str, Any]:
         return {"lane": self.lane, "topic": self.topic, "key": self.key, "value": self.value, "headers": self.headers}
@@ -94,7 +94,7 @@ def rejected_row(source: SourceRecord, event_id: str | None, reason: str, detail
     else:
         original, original_b64 = _text_or_base64(value)
     key_text, key_b64 = _text_or_base64(source.key)
-    headers = [[k, v.decode("utf-8", "backslashreplace")] for k, v in source.headers]
+    headers = headers_doc(source.headers)
     doc = {
         "reason": reason,
         "detail": detail,
@@ -118,5 +118,11 @@ def rejected_row(source: SourceRecord, event_id: str | None, reason: str, detail
     return OutboxRow(lane_of(source.key), REJECTED, source.key, _dumps(doc), out_headers)
 
 
-def decode_headers(headers: Sequence[Sequence[str]] | None) -> list[tuple[str, bytes]]:
-    return [(k, v.encode("utf-8")) for k, v in headers or ()]
+def headers_doc(headers: Sequence[tuple[str, bytes | None]]) -> list[list[str | None]]:
+    """Kafka headers as JSON: ``[[key, value-as-text or null], ...]`` (bytes that are not UTF-8 escaped)."""
+    return [[k, None if v is None else v.decode("utf-8", "backslashreplace")] for k, v in headers]
+
+
+def decode_headers(headers: Sequence[Sequence[str | None]] | None) -> list[tuple[str, bytes | None]]:
+    """The inverse of :func:`headers_doc` (for parked copies and outbox rows)."""
+    return [(str(k), None if v is None else v.encode("utf-8")) for k, v in headers or ()]

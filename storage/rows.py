@@ -502,7 +502,7 @@ def _program_row(p: Program) -> tuple[Any, ...]:
 
 def _parked_row(item: ParkedEvent) -> tuple[Any, ...]:
     src: M.SourceRecord = item.ref
-    headers = [[k, v.decode("utf-8", "backslashreplace")] for k, v in src.headers]
+    headers = M.headers_doc(src.headers)
     return (
         item.wait_kind,
         item.wait_key,
