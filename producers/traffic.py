@@ -119,6 +119,8 @@ class TrafficConfig:
     start minutes to hours after they are scheduled, last 5-60 minutes, and programs use short windows
     (auto-confirm PT1H..P1D), so a worker's clock visibly moves statuses. ``orgs``/``programs``/``paths``
     are then used as given (paths at least about ``2 * rate``: event times are whole seconds).
+
+    ``run_tag``: see the field.
     """
 
     seed: int = 1
@@ -132,6 +134,10 @@ class TrafficConfig:
     order_independent: bool = False
     epoch: datetime = datetime(2026, 1, 5, tzinfo=UTC)
     rate: float | None = None
+    # prefix of every program, path, meeting id the stream mints, and salt of its event ids: distinct per
+    # run of `session-tally simulate`, so a second run against the same state starts new programs, paths
+    # and meetings instead of colliding with the first run's (duplicates, meeting_exists, tenant_mismatch)
+    run_tag: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,11 +72,11 @@ class BadInputs(SimCore):
     # ------------------------------------------------------------------ material
     def _ghost(self, prefix: str) -> str:
         self.ghosts += 1
-        return f"{prefix}-ghost-{self.ghosts}"
+        return f"{self.tag}{prefix}-ghost-{self.ghosts}"
 
     def _fresh_mid(self) -> str:
         self.ghosts += 1
-        return f"m-x{self.ghosts:06d}"
+        return f"{self.tag}m-x{self.ghosts:06d}"
 
     def _path(self, verification: bool = False) -> Path | None:
         paths = self.vstarted if verification else self.started

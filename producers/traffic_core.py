@@ -43,7 +43,8 @@ class SimCore:
     def __init__(self, config: TrafficConfig, events: int) -> None:
         self.cfg = config
         self.events = events
-        self.rng = random.Random(config.seed)
+        self.rng = random.Random(f"{config.seed}:{config.run_tag}" if config.run_tag else config.seed)
+        self.tag = config.run_tag
         self.rnd = self.rng.random
         self.getrandbits = self.rng.getrandbits
         self.base = int(config.epoch.timestamp())

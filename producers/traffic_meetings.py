@@ -59,7 +59,7 @@ class MeetingLife(SimCore):
 
     def new_meeting(self, path: Path, start: int, end: int) -> Meeting:
         self.meeting_count += 1
-        m = Meeting(f"m-{self.meeting_count:06d}", path, start, end)
+        m = Meeting(f"{self.tag}m-{self.meeting_count:06d}", path, start, end)
         recent = path.recent
         if len(recent) >= 8:
             del recent[0]

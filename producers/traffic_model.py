@@ -137,10 +137,16 @@ class Program:
     )
 
     def __init__(
-        self, n: int, org: str, verification: bool, lcw: tuple[str | None, int | None], acw: tuple[str, int]
+        self,
+        n: int,
+        org: str,
+        verification: bool,
+        lcw: tuple[str | None, int | None],
+        acw: tuple[str, int],
+        tag: str = "",
     ) -> None:
         self.n = n
-        self.pid = f"prog-{n}"
+        self.pid = f"{tag}prog-{n}"
         self.org = org
         self.admin = f"admin-{n}"
         self.coaches = tuple(f"coach-{n}-{k}" for k in range(1, 4))
@@ -154,9 +160,9 @@ class Program:
 class Path:
     __slots__ = ("coach", "head", "key", "learner", "n", "pid", "prog", "recent", "registered_at")
 
-    def __init__(self, n: int, prog: Program) -> None:
+    def __init__(self, n: int, prog: Program, tag: str = "") -> None:
         self.n = n
-        self.pid = f"path-{n:05d}"
+        self.pid = f"{tag}path-{n:05d}"
         self.key = self.pid.encode()
         self.prog = prog
         self.head = f'"org_id":"{prog.org}","program_id":"{prog.pid}","path_id":"{self.pid}"'

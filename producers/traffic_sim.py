@@ -114,6 +114,7 @@ class Simulation(MeetingLife, BadInputs):
                 verification,
                 self.pick(timing.late_cancel_windows),
                 self.pick(timing.auto_confirm_windows),
+                self.tag,
             )
             p.hours = self.pick(AUTHORIZED_HOURS)
             programs.append(p)
@@ -144,7 +145,7 @@ class Simulation(MeetingLife, BadInputs):
         chosen = self.rng.choices(programs, weights=weights, k=self.n_paths)
         for i, p in enumerate(programs[: self.n_paths]):  # every program gets at least one path
             chosen[i] = p
-        self.paths = [Path(n, p) for n, p in enumerate(chosen, start=1)]
+        self.paths = [Path(n, p, self.tag) for n, p in enumerate(chosen, start=1)]
         bulk = t + (DAY if timing.calendar else 1)
         # at first there is nothing to follow up yet: paths schedule faster until answers come in
         self.ctl_t, self.ctl_n, self.gap_factor = bulk, self.n_normal, 1 / EVENTS_PER_MEETING
@@ -202,7 +203,9 @@ class Simulation(MeetingLife, BadInputs):
     def _created_rejected(self, n: int, org: str, t: int) -> None:
         """A program.created for an org that is switched off (session_management_disabled)."""
         timing = self.timing
-        p = Program(n, org, True, self.pick(timing.late_cancel_windows), self.pick(timing.auto_confirm_windows))
+        p = Program(
+            n, org, True, self.pick(timing.late_cancel_windows), self.pick(timing.auto_confirm_windows), self.tag
+        )
         p.hours = self.pick(AUTHORIZED_HOURS)
         self._program_created(p, org, t)
 

@@ -143,17 +143,20 @@ def _draw(
         f"session-tally demo  t={elapsed:5.0f}s  tallies published {counts['tallies']}  "
         f"status changes {counts['statuses']}  rejected {counts['rejected']}\n"
     )
+    shown = sorted(changed, key=lambda p: -changed[p])[:rows]
+    wp = max([len("path"), *(len(p) for p in shown)]) + 2
+    wg = max([len("program"), *(len(tallies[p]["program_id"]) for p in shown)]) + 2
     out.write(
-        f"{'path':<14}{'program':<12}{'used h':>8}{'pending min':>12}{'upcoming min':>13}"
+        f"{'path':<{wp}}{'program':<{wg}}{'used h':>8}{'pending min':>12}{'upcoming min':>13}"
         f"{'authorized':>11}{'remaining':>10}{'version':>8}\n"
     )
-    for path_id in sorted(changed, key=lambda p: -changed[p])[:rows]:
+    for path_id in shown:
         t = tallies[path_id]
         auth = "-" if t["authorized_hours"] is None else f"{t['authorized_hours']:g}"
         rem = "-" if t["remaining_hours"] is None else f"{t['remaining_hours']:g}"
         out.write(
-            f"{path_id:<14}{t['program_id']:<12}{t['used_hours']:>8g}{t['pending_minutes']:>12}{t['upcoming_minutes']:>13}"
-            f"{auth:>11}{rem:>10}{t['version']:>8}\n"
+            f"{path_id:<{wp}}{t['program_id']:<{wg}}{t['used_hours']:>8g}{t['pending_minutes']:>12}"
+            f"{t['upcoming_minutes']:>13}{auth:>11}{rem:>10}{t['version']:>8}\n"
         )
     out.write("statuses published: " + ", ".join(f"{k} {v}" for k, v in statuses.most_common()) + "\n")
     if rejected:

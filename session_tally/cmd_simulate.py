@@ -68,6 +68,14 @@ def register(sub: Any) -> None:
     p.add_argument("--paths", type=int, default=500, help="paths that schedule meetings (default 500)")
     p.add_argument("--programs", type=int, default=20, help="programs (default 20)")
     p.add_argument("--orgs", type=int, default=5, help="organizations (default 5)")
+    p.add_argument(
+        "--run-tag",
+        default=None,
+        metavar="TAG",
+        help="prefix of the program, path and meeting ids of this run, also salting its event ids "
+        "(default: the start minute in base 36, e.g. 'k5ylm-': every run adds new programs, paths and "
+        "meetings; give '' to reuse ids)",
+    )
     p.add_argument("--save", default=None, metavar="FILE", help="also write the published messages to FILE")
     add_kafka_arguments(p)
     p.set_defaults(func=run)
@@ -106,6 +114,15 @@ class Display:
             print(self.line(), file=sys.stderr, flush=True)
 
 
+def run_tag_of(start: datetime) -> str:
+    """The default id prefix of a run: its start minute in base 36 (5 characters until 2089)."""
+    n, digits = int(start.timestamp()) // 60, ""
+    while n:
+        n, d = divmod(n, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[d] + digits
+    return f"{digits or '0'}-"
+
+
 async def simulate(args: argparse.Namespace, display: Display, save: BinaryIO | None) -> Publisher:
     from producers.traffic import TrafficConfig, generate_tagged
 
@@ -119,6 +136,8 @@ async def simulate(args: argparse.Namespace, display: Display, save: BinaryIO | 
         bad_fraction=args.bad_fraction,
         rate=args.rate,
         epoch=epoch,
+        # ids of this run: new programs, paths and meetings every run (the organizations stay)
+        run_tag=args.run_tag if args.run_tag is not None else run_tag_of(epoch),
     )
     total = args.events if args.events is not None else sys.maxsize
     stop = asyncio.Event()

@@ -388,3 +388,33 @@ def test_bench_replay_smoke(tmp_path: Path) -> None:
     assert result["events"] == 3000 and result["events_per_s"] > 0 and result["peak_rss_mb"] > 0
     assert result["tallies"] > 0 and result["meetings"] > 0 and result["rejected"] > 0
     assert kept.read_bytes().count(b"\n") == 3000
+
+
+def test_two_simulate_runs_against_one_state_do_not_collide() -> None:
+    """`session-tally simulate` tags each run's ids: a second run (same seed, later start) adds its own
+    programs, paths, meetings and event ids, so replaying both runs rejects nothing more than each run
+    rejects alone (no duplicates, meeting_exists or tenant_mismatch from the other run)."""
+    from domain.replay import replay
+    from domain.timefmt import parse_instant
+
+    def run(tag: str, start: datetime) -> list[bytes]:
+        cfg = TrafficConfig(seed=1, orgs=5, programs=20, paths=500, rate=200.0, epoch=start, run_tag=tag)
+        return [t.record.value for t in generate_tagged(cfg, 3000)]
+
+    first = run("r1-", datetime(2026, 3, 1, 9, tzinfo=UTC))
+    second = run("r2-", datetime(2026, 3, 1, 10, tzinfo=UTC))
+    at = parse_instant("2026-03-01T11:00:00Z")
+
+    def ids(lines: list[bytes], pattern: bytes) -> set[bytes]:
+        return {m for raw in lines for m in re.findall(pattern, raw)}
+
+    for pattern in (rb'"event_id":"([^"]+)"', rb'"meeting_id":"([^"]+)"', rb'"path_id":"([^"]+)"'):
+        assert ids(first, pattern) and not ids(first, pattern) & ids(second, pattern), pattern
+
+    def reasons(lines: list[bytes]) -> Counter[str]:
+        return Counter(r["reason"] for r in replay(lines, at)["rejected"])
+
+    both, alone = reasons(first + second), reasons(first) + reasons(second)
+    for reason in ("tenant_mismatch", "meeting_exists", "program_exists"):
+        assert both[reason] == alone[reason], (reason, both, alone)
+    assert sum(both.values()) <= 0.1 * len(first + second), both  # a few percent of bad input, by design
