@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
-from storage.unit_of_work import UnitOfWork
+from storage.unit_of_work import Report, UnitOfWork
 
 log = logging.getLogger("session_tally.clock")
 
@@ -68,7 +69,11 @@ class ClockSweeper:
 
 class WaitingJanitor:
     """Rejects events that waited longer than the park timeout, and retries (safety net) waiting events
-    whose program or meeting exists."""
+    whose program or meeting exists.
+
+    Nothing is expired before this janitor has itself run for a park timeout without failing: after a
+    worker was down (or PostgreSQL away) for longer than the timeout, every waiting event is "too old",
+    and what would release it may still be unread in Kafka. The consumers get that long to catch up."""
 
     def __init__(
         self,
@@ -77,32 +82,45 @@ class WaitingJanitor:
         on_published: Callable[[], None],
         metrics: Any = None,
         every_s: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.uow = uow
         self.park_timeout_s = park_timeout_s
         self.on_published = on_published
         self.metrics = metrics
         self.every_s = every_s
+        self.monotonic = monotonic
+        self.live_since = monotonic()  # start, or the end of the last failure
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:
         self._stop.set()
 
+    def may_expire(self) -> bool:
+        return self.monotonic() - self.live_since >= self.park_timeout_s
+
+    async def run_once(self) -> None:
+        """One round: expire (once live for a park timeout) and release; a failure restarts the grace."""
+        try:
+            expired = Report()
+            if self.may_expire():
+                expired = await self.uow.expire_waiting(self.park_timeout_s)
+            released = await self.uow.release_ready()
+            if expired.outbox_rows or released.outbox_rows:
+                self.on_published()
+            if self.metrics is not None and expired.outcomes:
+                self.metrics.inc("session_tally_waiting_expired_total", sum(expired.outcomes.values()))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("waiting-event janitor failed; retrying")
+            if self.metrics is not None:
+                self.metrics.inc("session_tally_clock_failures_total")
+            self.live_since = self.monotonic()
+
     async def run(self) -> None:
         while not self._stop.is_set():
-            try:
-                expired = await self.uow.expire_waiting(self.park_timeout_s)
-                released = await self.uow.release_ready()
-                if expired.outbox_rows or released.outbox_rows:
-                    self.on_published()
-                if self.metrics is not None and expired.outcomes:
-                    self.metrics.inc("session_tally_waiting_expired_total", sum(expired.outcomes.values()))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("waiting-event janitor failed; retrying")
-                if self.metrics is not None:
-                    self.metrics.inc("session_tally_clock_failures_total")
+            await self.run_once()
             try:
                 await asyncio.wait_for(self._stop.wait(), self.every_s)
             except TimeoutError:

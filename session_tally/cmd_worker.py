@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--park-timeout",
         type=float,
-        help="seconds an event may wait for its program/meeting (default SESSION_TALLY_PARK_TIMEOUT_S or 60)",
+        help="seconds an event may wait for its program/meeting (default SESSION_TALLY_PARK_TIMEOUT_S or 30)",
     )
     p.add_argument(
         "--http-port",

@@ -53,7 +53,7 @@ class Settings:
     group_id: str = "session-tally"
     topics: Topics = field(default_factory=Topics)
     input_partitions: int = 6
-    park_timeout_s: float = 60.0
+    park_timeout_s: float = 30.0
 
     def as_env(self) -> dict[str, str]:
         """The environment variables that make ``Settings.from_env()`` in a child process equal these
@@ -83,5 +83,5 @@ class Settings:
             group_id=_env("SESSION_TALLY_GROUP_ID", "session-tally"),
             topics=Topics.from_env(),
             input_partitions=int(_env("SESSION_TALLY_INPUT_PARTITIONS", "6")),
-            park_timeout_s=float(_env("SESSION_TALLY_PARK_TIMEOUT_S", "60")),
+            park_timeout_s=float(_env("SESSION_TALLY_PARK_TIMEOUT_S", "30")),
         )
