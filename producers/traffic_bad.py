@@ -169,8 +169,8 @@ class BadInputs(SimCore):
             "data": data,
         }
 
-    def _created_program(self) -> Program | None:
-        created = [p for p in self.created if p.created_at is not None and p.created_at < self.now]
+    def _created_program(self, min_age_s: int = 0) -> Program | None:
+        created = [p for p in self.created if p.created_at is not None and p.created_at < self.now - min_age_s]
         return self.pick(created) if created else None
 
     # ------------------------------------------------------------------ the message itself
@@ -438,7 +438,10 @@ class BadInputs(SimCore):
         return _dumps(self._envelope(path, "meeting.canceled", self.now, "facilitator", {"meeting_id": m.mid}))
 
     def _bad_program_in_other_org(self) -> bytes | None:
-        p = self._created_program()
+        # the copy is keyed by the other org: another partition than the original, so no order between
+        # the two. In a live stream it names a program created a while ago (else a worker may read the
+        # copy first, create the program in the wrong org and reject the whole program's traffic)
+        p = self._created_program(0 if self.timing.calendar else 60)
         if p is None:
             return None
         data = {

@@ -73,7 +73,7 @@ def register(sub: Any) -> None:
         default=None,
         metavar="TAG",
         help="prefix of the program, path and meeting ids of this run, also salting its event ids "
-        "(default: the start minute in base 36, e.g. 'k5ylm-': every run adds new programs, paths and "
+        "(default: the start second in base 36, e.g. 'tjyb2o-': every run adds new programs, paths and "
         "meetings; give '' to reuse ids)",
     )
     p.add_argument("--save", default=None, metavar="FILE", help="also write the published messages to FILE")
@@ -115,8 +115,8 @@ class Display:
 
 
 def run_tag_of(start: datetime) -> str:
-    """The default id prefix of a run: its start minute in base 36 (5 characters until 2089)."""
-    n, digits = int(start.timestamp()) // 60, ""
+    """The default id prefix of a run: its start second in base 36 (6 characters until 2038)."""
+    n, digits = int(start.timestamp()), ""
     while n:
         n, d = divmod(n, 36)
         digits = "0123456789abcdefghijklmnopqrstuvwxyz"[d] + digits
