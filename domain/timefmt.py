@@ -66,13 +66,7 @@ def parse_instant_value(value: Any) -> int:
     """:func:`parse_instant` for a value of any type (ValueError unless it is a string); one call, as
     the schema's validator of every timestamp field."""
     if type(value) is str:
-        if len(value) == 20 and value[10] == "T" and value[19] == "Z":
-            day = _DAY_START.get(value[:10])
-            if day is not None:
-                time_of_day = _TIME_OF_DAY.get(value[11:19])
-                if time_of_day is not None:
-                    return day + time_of_day
-        return _parse_instant(value)
+        return parse_instant(value)
     raise ValueError("expected an RFC 3339 string")
 
 

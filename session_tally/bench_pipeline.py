@@ -1529,15 +1529,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
         except BenchError as exc:
             print(f"session-tally bench pipeline: {exc}", file=sys.stderr)
             status = 1
-        except Exception as exc:
-            if type(exc).__name__ in {"KafkaConnectionError", "KafkaTimeoutError", "OperationalError"}:
-                print(
-                    f"session-tally bench pipeline: cannot use Kafka/PostgreSQL ({exc}); start them with "
-                    "`session-tally services up` and `. .services/env`",
-                    file=sys.stderr,
-                )
-                return 2
-            raise
+        # Kafka or PostgreSQL out of reach: session_tally.cli says so in one line (exit 2)
     results = bench.results
     if not results:
         return status or 1

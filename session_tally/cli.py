@@ -72,14 +72,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _unreachable_service(exc: BaseException) -> str | None:
     """A one-line explanation when ``exc`` says PostgreSQL or Kafka cannot be reached (else None)."""
-    from aiokafka.errors import KafkaConnectionError
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
     from sqlalchemy.exc import OperationalError
 
     hint = "start the services (`make up`, then `. .services/env`) or set KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL"
     if isinstance(exc, OperationalError):
         first = str(exc.orig or exc).strip().splitlines()[0]
         return f"cannot reach PostgreSQL: {first}; {hint}"
-    if isinstance(exc, KafkaConnectionError):
+    if isinstance(exc, KafkaConnectionError | KafkaTimeoutError):
         return f"cannot reach Kafka: {exc}; {hint}"
     return None
 

@@ -27,9 +27,9 @@ from pathlib import Path
 from session_tally.localsvc.proc import (
     HOST,
     ServiceError,
-    apt_install,
     cache_dir,
     cmdline,
+    ensure_command,
     file_lock,
     find_process,
     log_excerpt,
@@ -164,12 +164,7 @@ class LocalKafka:
     # --- install ----------------------------------------------------------------------------------
 
     def _java(self) -> str:
-        java = shutil.which("java")
-        if java is None:
-            apt_install(["openjdk-17-jre-headless"], "kafka: no java on PATH")
-            java = shutil.which("java")
-        if java is None:
-            raise ServiceError("kafka: java still not found after installing openjdk-17-jre-headless")
+        java = ensure_command("java", "openjdk-17-jre-headless", "kafka: no java on PATH")
         out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
         match = re.search(r'version "(\d+)', out)
         if match and int(match.group(1)) < 17:
@@ -177,13 +172,7 @@ class LocalKafka:
         return java
 
     def _mvn(self) -> str:
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            apt_install(["maven"], "kafka: no mvn on PATH (needed once to resolve the broker's jars)")
-            mvn = shutil.which("mvn")
-        if mvn is None:
-            raise ServiceError("kafka: mvn still not found after installing maven")
-        return mvn
+        return ensure_command("mvn", "maven", "kafka: no mvn on PATH (needed once to resolve the broker's jars)")
 
     @staticmethod
     def _packaged(name: str) -> bytes:

@@ -161,6 +161,17 @@ def run(
     return result
 
 
+def ensure_command(name: str, package: str, why: str) -> str:
+    """The path of command ``name``, installing Debian's ``package`` first when it is not on PATH."""
+    found = shutil.which(name)
+    if found is None:
+        apt_install([package], why)
+        found = shutil.which(name)
+    if found is None:
+        raise ServiceError(f"{why}: {name} still not found after installing {package}")
+    return found
+
+
 def apt_install(packages: Sequence[str], why: str) -> None:
     """Install Debian packages (root only): ``apt-get update`` then ``apt-get install -y``."""
     if shutil.which("apt-get") is None:

@@ -24,6 +24,19 @@ from session_tally.config import Topics
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _cli(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """`session-tally ARGS` in a child process (topic names from the arguments, not the environment)."""
+    return subprocess.run(
+        [sys.executable, "-m", "session_tally", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "SESSION_TALLY_TOPIC_PREFIX": ""},
+        timeout=timeout_s,
+        check=False,
+    )
+
+
 def _events_file(events: int, seed: int) -> bytes:
     """A generated stream with two blank lines in it (skipped, but they count for line numbers)."""
     buffer = io.BytesIO()
@@ -100,25 +113,7 @@ def test_publish_command_prints_a_summary(kafka_bootstrap: str, topics: Topics, 
     events = tmp_path / "events.jsonl"
     events.write_bytes(_events_file(500, seed=12))
     prefix = topics.admin_events.removesuffix(Topics().admin_events)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "session_tally",
-            "publish",
-            str(events),
-            "--bootstrap",
-            kafka_bootstrap,
-            "--topic-prefix",
-            prefix,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "SESSION_TALLY_TOPIC_PREFIX": ""},
-        timeout=120,
-        check=False,
-    )
+    done = _cli("publish", str(events), "--bootstrap", kafka_bootstrap, "--topic-prefix", prefix)
     assert done.returncode == 0, done.stderr
     assert "published 500 messages" in done.stderr
     assert f"{topics.admin_events}: " in done.stderr and "2 blank lines skipped" in done.stderr
@@ -133,24 +128,7 @@ def test_publish_creates_missing_topics_with_their_settings(kafka_bootstrap: str
     prefix = f"absent-{os.getpid()}-{uuid.uuid4().hex[:6]}."
     events = tmp_path / "events.jsonl"
     events.write_bytes(_events_file(10, seed=13))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "session_tally",
-            "publish",
-            str(events),
-            "--bootstrap",
-            kafka_bootstrap,
-            "--topic-prefix",
-            prefix,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-        check=False,
-    )
+    done = _cli("publish", str(events), "--bootstrap", kafka_bootstrap, "--topic-prefix", prefix)
     named = Topics.from_env(prefix=prefix)
     try:
         assert done.returncode == 0, done.stderr
@@ -162,14 +140,7 @@ def test_publish_creates_missing_topics_with_their_settings(kafka_bootstrap: str
 
 
 def test_publish_of_an_unreadable_file_exits_2(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "session_tally", "publish", str(tmp_path / "missing.jsonl")],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
+    done = _cli("publish", str(tmp_path / "missing.jsonl"), timeout_s=60)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "cannot read" in done.stderr
 
@@ -181,29 +152,18 @@ async def test_simulate_publishes_live_events_it_also_saves(
     saved = tmp_path / "sim.jsonl"
     prefix = topics.admin_events.removesuffix(Topics().admin_events)
     started = time.time()
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "session_tally",
-            "simulate",
-            "--rate",
-            "400",
-            "--events",
-            "1200",
-            "--save",
-            str(saved),
-            "--bootstrap",
-            kafka_bootstrap,
-            "--topic-prefix",
-            prefix,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-        check=False,
-        env={**os.environ, "SESSION_TALLY_TOPIC_PREFIX": ""},
+    done = _cli(
+        "simulate",
+        "--rate",
+        "400",
+        "--events",
+        "1200",
+        "--save",
+        str(saved),
+        "--bootstrap",
+        kafka_bootstrap,
+        "--topic-prefix",
+        prefix,
     )
     assert done.returncode == 0, done.stderr
     assert "1,200 messages acknowledged" in done.stderr
