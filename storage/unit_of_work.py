@@ -36,7 +36,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain import events as E
-from domain.engine import REJECTED, decode, expire_parked, process_decoded, release_waiting
+from domain.engine import REJECTED, decode, dedup_id, expire_parked, process_decoded, release_waiting
 from storage import messages as M
 from storage import tables as T
 from storage.rows import LOCAL_SEQ_BASE, Loaded, _any
@@ -189,8 +189,9 @@ class UnitOfWork:
         decoded = [(rec, *decode(rec.value)) for rec in fresh]
         keys = _Keys()
         for _rec, event_id, event in decoded:
-            if event_id is not None:
-                keys.event_ids.add(event_id)
+            seen_id = dedup_id(event_id, event)
+            if seen_id is not None:
+                keys.event_ids.add(seen_id)
             if isinstance(event, E.Envelope) and E.role_allowed(event):
                 keys.add(event)
         for kind, key in release:
