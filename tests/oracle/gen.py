@@ -393,7 +393,9 @@ class Gen:
                 ]
             )
         elif k == 6:
-            e["event_id"] = r.choice(["bad id", "x" * 129, "x" * 128, "", 5, "ok:id.1-_", "\u00e9-1", "evt 1", "e\u00001"])
+            e["event_id"] = r.choice(
+                ["bad id", "x" * 129, "x" * 128, "", 5, "ok:id.1-_", "\u00e9-1", "evt 1", "e\u00001"]
+            )
         elif k == 7:
             if "path_id" in e:
                 del e["path_id"]
