@@ -3,9 +3,10 @@
 Acknowledgement (see docs/adr/0001-exactly-once-effects.md):
 - ``AckPolicy.MANUAL`` on the subscriber: nothing is committed to Kafka before the batch's PostgreSQL
   transaction (state + outbox + input offsets) committed; then ``ack()`` commits the positions;
-- when the transaction fails (database down, say) the batch is ``nack()``-ed (every partition of it
-  is rewound) after a back-off, never skipped; a record is never dropped because another one is bad:
-  the raw bytes are handed over as they are and each record is judged on its own by the engine;
+- when the transaction fails (database down, say) the batch is handed back (every partition of it
+  that this consumer still owns is rewound) after a back-off, never skipped; a record is never
+  dropped because another one is bad: the raw bytes are handed over as they are and each record is
+  judged on its own by the engine;
 - the offsets stored in PostgreSQL are the truth: a record redelivered after a crash or a rebalance
   is recognised there and skipped, so the Kafka commit is only an optimisation.
 - a path subscriber waits, before each batch, until the admin topic is applied up to its end offsets
@@ -118,15 +119,14 @@ class InputSubscriber:
                 from aiokafka import TopicPartition
 
                 log.warning("offset gap %s: seeking back to the offsets applied in PostgreSQL", gap.expected)
-                for (topic, partition), offset in gap.expected.items():
-                    msg.consumer.seek(TopicPartition(topic, partition), offset)
+                _seek_assigned(msg.consumer, {TopicPartition(t, p): o for (t, p), o in gap.expected.items()})
                 return
             except Exception:
                 log.exception("batch of %d records failed; it will be redelivered", len(batch))
                 if self.metrics is not None:
                     self.metrics.inc("session_tally_batch_failures_total")
                 await asyncio.sleep(1.0)
-                await msg.nack()
+                _rewind(msg)
                 return
             await msg.ack()
             self._gap = None
@@ -146,7 +146,6 @@ class InputSubscriber:
             m.inc("session_tally_tallies_total", report.tallies)
             m.inc("session_tally_transaction_retries_total", report.attempts - 1)
 
-
     async def _wait_for_admin(self, msg: Any) -> bool:
         """The barrier before a path batch; False when the batch was handed back (seeked back) instead."""
         assert self.barrier is not None
@@ -162,8 +161,29 @@ class InputSubscriber:
             if self.metrics is not None:
                 self.metrics.inc("session_tally_batch_failures_total")
             await asyncio.sleep(1.0)
-        await msg.nack()
+        _rewind(msg)
         return False
+
+
+def _rewind(msg: Any) -> None:
+    """Hand a batch back: seek every partition of it that this consumer still owns to the batch's first
+    record there, so it is fetched again (FastStream's ``nack()`` raises for a partition that a rebalance
+    took away meanwhile; the new owner resumes from PostgreSQL's offsets anyway)."""
+    from aiokafka import TopicPartition
+
+    raw = msg.raw_message
+    earliest: dict[Any, int] = {}
+    for r in raw if isinstance(raw, tuple | list) else (raw,):
+        tp = TopicPartition(r.topic, r.partition)
+        earliest[tp] = min(earliest.get(tp, r.offset), r.offset)
+    _seek_assigned(msg.consumer, earliest)
+
+
+def _seek_assigned(consumer: Any, offsets: dict[Any, int]) -> None:
+    assigned = consumer.assignment()
+    for tp, offset in offsets.items():
+        if tp in assigned:
+            consumer.seek(tp, offset)
 
 
 async def _tolerant_parser(records: Any, original: Any) -> Any:

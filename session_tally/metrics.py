@@ -2,7 +2,8 @@
 (stdlib asyncio; no extra dependency).
 
 - ``GET /healthz``  200 when the consumer, relay and clock loops are alive and PostgreSQL answers; 503
-  otherwise, with a JSON body saying which check failed.
+  otherwise, with a JSON body saying which check failed (``checks``) and what is going on (``details``:
+  a wait for the admin topic in progress, say).
 - ``GET /metrics``  counters and gauges in the Prometheus text format (see docs/operations.md).
 """
 
@@ -47,7 +48,7 @@ class HttpEndpoint:
     def __init__(
         self,
         metrics: Metrics,
-        health: Callable[[], Awaitable[dict[str, Any]]],
+        health: Callable[[], Awaitable[tuple[dict[str, bool], dict[str, Any]]]],
         refresh: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.metrics = metrics
@@ -70,9 +71,9 @@ class HttpEndpoint:
             parts = request.decode("latin-1").split()
             path = parts[1] if len(parts) > 1 else "/"
             if path.startswith("/healthz"):
-                checks = await self.health()
-                ok = all(v for v in checks.values() if isinstance(v, bool))  # other values are details
-                body = json.dumps({"status": "ok" if ok else "failing", "checks": checks}).encode()
+                checks, details = await self.health()  # details (e.g. a wait in progress) never fail it
+                ok = all(checks.values())
+                body = json.dumps({"status": "ok" if ok else "failing", "checks": checks, "details": details}).encode()
                 status, ctype = ("200 OK" if ok else "503 Service Unavailable"), "application/json"
             elif path.startswith("/metrics"):
                 if self.refresh is not None:

@@ -104,8 +104,8 @@ async def run_worker(
     path_subscriber.register(broker, (topics.path_events,), settings.group_id, instance and f"{instance}-path")
     app = FastStream(broker)
 
-    async def health() -> dict[str, Any]:
-        checks: dict[str, Any] = {
+    async def health() -> tuple[dict[str, bool], dict[str, Any]]:
+        checks: dict[str, bool] = {
             "producers": producers.alive() if producers is not None else (child is not None and child.poll() is None)
         }
 
@@ -119,8 +119,7 @@ async def run_worker(
         except Exception:
             checks["postgres"] = False
         checks["kafka"] = await broker_answers(broker)
-        checks["waiting_for_admin"] = barrier.health()  # a detail, not a check (see HttpEndpoint)
-        return checks
+        return checks, {"waiting_for_admin": barrier.health()}
 
     async def refresh_gauges() -> None:
         async with engine.connect() as conn:

@@ -47,6 +47,7 @@ AT = "2026-03-01T00:00:00Z"
 FLOOD = 20_000
 PARK_S = 2.0
 BATCH = 200
+SMALL_BATCH = 40  # admin batches of 40 records: the 20,000-event admin backlog lasts long enough to act in it
 
 
 def flood(n: int = FLOOD) -> list[bytes]:
@@ -119,15 +120,16 @@ def expected(lines: list[bytes]) -> dict[str, Any]:
 
 
 class Workers:
-    def __init__(self, settings: Settings, tmp_path: Path) -> None:
+    def __init__(self, settings: Settings, tmp_path: Path, batch: int = BATCH) -> None:
         self.settings = settings
         self.tmp_path = tmp_path
+        self.batch = batch
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
         log = self.tmp_path / f"{name}.log"
         self.procs[name] = proc = start_worker_ex(
-            self.settings, log, clock=AT, park_timeout_s=PARK_S, batch_size=BATCH
+            self.settings, log, clock=AT, park_timeout_s=PARK_S, batch_size=self.batch
         )
         return proc
 
@@ -189,7 +191,7 @@ def test_a_scenario_behind_an_admin_flood_with_two_workers_equals_replay(setting
 def test_a_worker_killed_while_the_admin_backlog_is_worked_through(settings: Settings, tmp_path: Path) -> None:
     lines = flood() + crafted() + stream(seed=82)
     ends = asyncio.run(publish_lines(settings.kafka_bootstrap_servers, settings, lines))
-    workers = Workers(settings, tmp_path)
+    workers = Workers(settings, tmp_path, batch=SMALL_BATCH)
     try:
         workers.start("w1")
         workers.start("w2")
@@ -213,7 +215,7 @@ def test_admin_members_rebalancing_while_the_backlog_is_worked_through(settings:
     """A third worker joins, then one leaves, while the admin backlog is applied."""
     lines = flood() + crafted() + stream(seed=83)
     ends = asyncio.run(publish_lines(settings.kafka_bootstrap_servers, settings, lines))
-    workers = Workers(settings, tmp_path)
+    workers = Workers(settings, tmp_path, batch=SMALL_BATCH)
     admin_group = f"{settings.group_id}.admin"
     bootstrap = settings.kafka_bootstrap_servers
     try:

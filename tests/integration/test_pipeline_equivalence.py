@@ -177,7 +177,7 @@ def _midway(settings: Settings, publish: BackgroundPublish, group: Group, low: f
     return float(fraction)
 
 
-def _start_pair(settings: Settings, group: Group) -> BackgroundPublish:
+def _start_pair(settings: Settings, group: Group, chunks: int = CHUNKS) -> BackgroundPublish:
     """Two workers, the group stable (each owns partitions), then the stream, published live.
 
     A worker may be more than one group member (one consumer per input topic): the members of one
@@ -187,7 +187,7 @@ def _start_pair(settings: Settings, group: Group) -> BackgroundPublish:
     group.per_worker = len(wait_group(bootstrap, settings.group_id, None, 60, procs=group.running()))
     group.start("w2")
     wait_group(bootstrap, settings.group_id, 2 * group.per_worker, 60, procs=group.running())
-    return BackgroundPublish(settings, stream()[0], chunks=CHUNKS, interval_s=CHUNK_INTERVAL_S)
+    return BackgroundPublish(settings, stream()[0], chunks=chunks, interval_s=CHUNK_INTERVAL_S)
 
 
 def test_two_workers_equal_replay(settings: Settings, tmp_path: Path) -> None:
@@ -217,10 +217,12 @@ def test_worker_killed_and_restarted_midway_equal_replay(settings: Settings, tmp
 
 
 def test_third_worker_joining_midway_equal_replay(settings: Settings, tmp_path: Path) -> None:
-    """A third worker joins while batches flow: a stop-the-world rebalance with batches in flight."""
+    """A third worker joins while batches flow: a stop-the-world rebalance with batches in flight. The
+    stream is published over about 18 s (not 6): a joiner takes seconds to start and join, and it must
+    find records left to apply."""
     group = Group(settings, tmp_path)
     try:
-        publish = _start_pair(settings, group)
+        publish = _start_pair(settings, group, chunks=3 * CHUNKS)
         _midway(settings, publish, group, low=0.2)
         w3 = group.start("w3", http_port=0)
         http = ready_info(_log(tmp_path, "w3"), w3)["http"]

@@ -65,7 +65,7 @@ async def run_pipeline(database_url: str, schema: str, lines: list[bytes], at: i
         # redeliver everything: nothing may change
         before = await outbox_document(engine)
         await uow.process_batch(records)
-        await uow.expire_waiting(timeout_s=0)
+        await uow.expire_waiting(parked_before=await uow.database_time())
         after_expiry = await outbox_document(engine)
         assert before["tallies"] == after_expiry["tallies"]
         return after_expiry
