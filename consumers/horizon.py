@@ -29,6 +29,7 @@ class ReadHorizon:
         self.database_time = database_time
         self.snapshots: deque[tuple[datetime, Offsets]] = deque()
         self.reached: datetime | None = None
+        self.lag_s: float | None = None  # how far the horizon is behind the latest snapshot (None: nothing reached)
 
     async def advance(self) -> datetime | None:
         """Take a snapshot, drop those the applied offsets cover; the time of the latest covered one."""
@@ -41,6 +42,7 @@ class ReadHorizon:
         if self.snapshots:
             await self.progress.probe_gaps(self.snapshots[0][1])
             self._pop_covered(self.progress.effective())
+        self.lag_s = None if self.reached is None else (taken_at - self.reached).total_seconds()
         return self.reached
 
     def _pop_covered(self, current: Offsets) -> None:

@@ -66,8 +66,8 @@ class EndOffsets:
         offsets = await asyncio.wait_for(self._consumer.end_offsets(tps), REQUEST_TIMEOUT_S)
         return {tp.partition: int(offset) for tp, offset in offsets.items()}
 
-    async def has_records(self, topic: str, partition: int, start: int, end: int) -> bool:
-        """Does the partition hold a record with an offset in ``[start, end)``?
+    async def has_records(self, topic: str, partition: int, start: int, end: int) -> bool | None:
+        """Does the partition hold a record with an offset in ``[start, end)``? None: could not tell.
 
         Offsets without a record exist: transaction markers of transactional producers, records removed
         by compaction or retention. A consumer never receives them, so what it applied can stay below
@@ -94,7 +94,7 @@ class EndOffsets:
                     return bool(records[0].offset < end)
                 if await self._probe.position(tp) >= end:
                     return False
-            return True  # could not tell: assume there are (the caller keeps waiting)
+            return None  # could not tell within the time: the caller keeps waiting and asks again later
 
     async def ends_of(self, topics: tuple[str, ...]) -> Offsets:
         out: dict[tuple[str, int], int] = {}
@@ -128,6 +128,7 @@ class Progress:
         self._known: Offsets = {}  # applied offsets last read (they only grow)
         self._moved_at: dict[tuple[str, int], float] = {}
         self._empty: dict[tuple[str, int], tuple[int, int]] = {}  # partition -> [start, end) without records
+        self._record_at: dict[tuple[str, int], int] = {}  # partition -> an applied offset known to hold a record
 
     def effective(self) -> Offsets:
         out = dict(self._known)
@@ -154,7 +155,12 @@ class Progress:
             start = current.get(key, 0)
             if start >= end or now - self._moved_at.get(key, 0.0) < self.probe_after_s:
                 continue  # applied, or still moving
-            if not await self.offsets.has_records(key[0], key[1], start, end):
+            if self._record_at.get(key) == start:
+                continue  # a record is known to wait there: probing again would say the same
+            found = await self.offsets.has_records(key[0], key[1], start, end)
+            if found:
+                self._record_at[key] = start
+            elif found is not None:
                 log.info("partition %s:%d has no records in [%d, %d): counted as applied", *key, start, end)
                 self._empty[key] = (start, end)
 

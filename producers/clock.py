@@ -70,6 +70,8 @@ class ClockSweeper:
 class Horizon(Protocol):
     """See consumers.horizon.ReadHorizon."""
 
+    lag_s: float | None
+
     async def advance(self) -> datetime | None: ...
 
 
@@ -107,6 +109,9 @@ class WaitingJanitor:
         try:
             expired = Report()
             reached = await self.horizon.advance()
+            if self.metrics is not None:
+                lag = self.horizon.lag_s
+                self.metrics.set("session_tally_read_horizon_lag_seconds", -1 if lag is None else lag)
             if reached is not None:
                 expired = await self.uow.expire_waiting(reached - timedelta(seconds=self.park_timeout_s))
             released = await self.uow.release_ready()

@@ -33,7 +33,7 @@ class FakeKafka:
     async def ends_of(self, topics: tuple[str, ...]) -> dict[tuple[str, int], int]:
         return {k: o for k, o in self.end.items() if k[0] in topics}
 
-    async def has_records(self, topic: str, partition: int, start: int, end: int) -> bool:
+    async def has_records(self, topic: str, partition: int, start: int, end: int) -> bool | None:
         self.probes += 1
         return (topic, partition, start, end) not in self.no_records
 
@@ -125,6 +125,7 @@ class FakeUow:
 class FixedHorizon:
     def __init__(self) -> None:
         self.value: datetime | None = None
+        self.lag_s: float | None = None
 
     async def advance(self) -> datetime | None:
         return self.value

@@ -127,7 +127,20 @@ def wait_idle(
         if applied and state["outbox"] == 0 and state["parked"] == 0:
             return state
         time.sleep(0.2)
-    raise AssertionError(f"pipeline not idle after {timeout_s}s: {state} (want offsets {ends})")
+    raise AssertionError(
+        f"pipeline not idle after {timeout_s}s: {state} (want offsets {ends}); parked: {parked_summary(settings)}"
+    )
+
+
+def parked_summary(settings: Settings) -> list[tuple[Any, ...]]:
+    """What still waits (for a failure message): kind, key, parked_at, database now."""
+    engine = create_engine(settings.database_url, connect_args={"options": f"-csearch_path={settings.db_schema}"})
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT wait_kind, wait_key, parked_at, now() FROM parked ORDER BY seq LIMIT 20"))
+            return [tuple(r) for r in rows]
+    finally:
+        engine.dispose()
 
 
 # --------------------------------------------------------------------------------------------------
