@@ -6,9 +6,11 @@ pipeline sees what `session-tally publish` would have sent.
   the Java client) puts it; with librdkafka's default partitioner (consistent_random, CRC32) some keys
   land elsewhere, which is why the page insists;
 - a worked example published line by line, alternately by kcat and by confluent-kafka (each line
-  acknowledged before the next is sent, as the page says), ends, through a real worker, equal to replay.
+  acknowledged before the next is sent, as the page says), ends, through a real worker, equal to replay;
+- the page's own kcat (with jq) and confluent-kafka examples, run as written (topic names and the
+  broker address substituted), publish a file that a real worker applies as replay does.
 
-kcat is installed by .ci/run (apt-get); without it these tests fail under CI=true and skip elsewhere.
+kcat and jq are installed by .ci/run (apt-get); without them these tests fail under CI=true and skip elsewhere.
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.partitioner import murmur2
 
 from domain.events import ADMIN_TYPES
 from domain.replay import replay
@@ -71,8 +76,8 @@ def _kcat_produce(
 
 
 def _kcat_produce_keys(kcat: str, bootstrap: str, topic: str, lines: list[str], config: dict[str, str]) -> None:
-    """Many keyed messages in one kcat run: stdin lines ``key:value`` (``-K :``)."""
-    args = [kcat, "-P", "-b", bootstrap, "-t", topic, "-K", ":", "-X", "message.timeout.ms=30000"]
+    """Many keyed messages in one kcat run: stdin lines ``key<TAB>value`` (``-K '\\t'``, as documented)."""
+    args = [kcat, "-P", "-b", bootstrap, "-t", topic, "-K", "\\t", "-X", "message.timeout.ms=30000"]
     for name, value in config.items():
         args += ["-X", f"{name}={value}"]
     done = subprocess.run(args, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60, check=False)
@@ -119,8 +124,8 @@ def test_documented_settings_put_keys_where_session_tally_publish_does(
     clients = ["session-tally", "kcat murmur2", "kcat default", "confluent murmur2", "confluent default"]
 
     asyncio.run(publish_records(kafka_bootstrap, topics, [("path", k, b"session-tally", None) for k in keys]))
-    _kcat_produce_keys(kcat, kafka_bootstrap, topic, [f"{k.decode()}:kcat murmur2" for k in keys], MURMUR2)
-    _kcat_produce_keys(kcat, kafka_bootstrap, topic, [f"{k.decode()}:kcat default" for k in keys], {})
+    _kcat_produce_keys(kcat, kafka_bootstrap, topic, [f"{k.decode()}\tkcat murmur2" for k in keys], MURMUR2)
+    _kcat_produce_keys(kcat, kafka_bootstrap, topic, [f"{k.decode()}\tkcat default" for k in keys], {})
     for name, config in (("confluent murmur2", MURMUR2), ("confluent default", {})):
         client = Confluent(kafka_bootstrap, config)
         for k in keys:
@@ -207,4 +212,68 @@ def test_scenario_published_half_by_kcat_half_by_confluent_kafka_equals_replay(
     snapshot = asyncio.run(read_snapshot(bootstrap, topics))
     expected = replay(lines, parse_instant(at_text))
     assert expected["tallies"], "the scenario has tallies to compare"
+    assert comparable(snapshot) == comparable(expected)
+
+
+# --------------------------------------------------------------------- the examples of docs/publishers.md
+
+PUBLISHERS_MD = Path(__file__).resolve().parents[2] / "docs" / "publishers.md"
+
+
+def _doc_block(heading: str, language: str, nth: int = 0) -> str:
+    """The ``nth`` fenced ``language`` block under the ``### heading`` of docs/publishers.md."""
+    text = PUBLISHERS_MD.read_text()
+    section = text.split(f"### {heading}\n", 1)[1].split("\n### ", 1)[0]
+    blocks = re.findall(rf"```{language}\n(.*?)```", section, re.DOTALL)
+    return blocks[nth]
+
+
+@pytest.fixture
+def jq() -> str:
+    path = shutil.which("jq")
+    if path is None:
+        message = "jq is not installed (Debian: apt-get install jq; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("example", "name"), [("kcat", "02-late-cancel-window"), ("python", "17-authorized-hours-ties")]
+)
+def test_the_documented_examples_publish_a_file_the_worker_applies_as_replay_does(
+    settings: Settings, tmp_path: Path, kcat: str, jq: str, example: str, name: str
+) -> None:
+    folder = SCENARIOS / name
+    lines = (folder / "events.jsonl").read_bytes().split(b"\n")
+    at_text = (folder / "at.txt").read_text().strip()
+    (tmp_path / "events.jsonl").write_bytes(b"\n".join(lines))
+    bootstrap, topics = settings.kafka_bootstrap_servers, settings.topics
+    prefix = topics.admin_events.removesuffix(Topics().admin_events)
+    if example == "kcat":
+        code = _doc_block("kcat", "bash", nth=1).replace("session-mgmt.", prefix + "session-mgmt.")
+        args = ["bash", "-euo", "pipefail", "-c", code]
+    else:
+        code = _doc_block("confluent-kafka (Python)", "python")
+        code = code.replace('"session-mgmt.', f'"{prefix}session-mgmt.').replace("127.0.0.1:9092", bootstrap)
+        args = [sys.executable, "-c", code]
+    assert prefix + "session-mgmt." in code
+    done = subprocess.run(
+        args, cwd=tmp_path, env={**os.environ, "KAFKA": bootstrap}, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+
+    ends = asyncio.run(_end_offsets(bootstrap, topics.inputs))
+    assert sum(ends.values()) == sum(1 for raw in lines if raw.strip())
+    for record in asyncio.run(read_records(bootstrap, topics.path_events)):
+        assert record.partition == (murmur2(record.key) & 0x7FFFFFFF) % 6, record.key  # as the Java client
+    worker = start_worker(settings, at_text, tmp_path / "worker.log")
+    try:
+        wait_idle(settings, ends, timeout_s=90, procs=[worker])
+    finally:
+        assert stop_worker(worker) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    snapshot = asyncio.run(read_snapshot(bootstrap, topics))
+    expected = replay(lines, parse_instant(at_text))
+    assert expected["tallies"] and not expected["rejected"]
     assert comparable(snapshot) == comparable(expected)
