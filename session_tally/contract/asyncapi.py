@@ -81,7 +81,7 @@ def _components_schemas() -> dict[str, Any]:
     }
 
 
-def _input_message(event_type: str, example: dict[str, Any] | None) -> dict[str, Any]:
+def _input_message(event_type: str, example: tuple[int, dict[str, Any]] | None) -> dict[str, Any]:
     admin = event_type in E.ADMIN_TYPES
     roles = ", ".join(sorted(E.ALLOWED_ROLES[event_type]))
     message: dict[str, Any] = {
@@ -94,7 +94,8 @@ def _input_message(event_type: str, example: dict[str, Any] | None) -> dict[str,
         "bindings": _key("org_id" if admin else "path_id"),
     }
     if example is not None:
-        message["examples"] = [{"name": "example", "headers": {LINE_HEADER: "1"}, "payload": example}]
+        line, payload = example
+        message["examples"] = [{"name": "example", "headers": {LINE_HEADER: str(line)}, "payload": payload}]
     return message
 
 
@@ -144,9 +145,9 @@ def asyncapi_document(topics: Topics | None = None) -> dict[str, Any]:
     """The whole AsyncAPI 3.0 document (a JSON-compatible dict, deterministic)."""
     topics = topics or Topics()
     specs = {spec.name: spec for spec in wanted_topics(topics, Settings().input_partitions)}
-    examples: dict[str, dict[str, Any]] = {}
-    for doc in example_events():
-        examples.setdefault(doc["type"], doc)
+    examples: dict[str, tuple[int, dict[str, Any]]] = {}
+    for line, doc in enumerate(example_events(), start=1):  # line numbers of examples/events.jsonl
+        examples.setdefault(doc["type"], (line, doc))
     messages = {_camel(t): _input_message(t, examples.get(t)) for t in E.EVENT_MODELS}
     messages.update(_output_messages())
 
@@ -233,6 +234,7 @@ def asyncapi_document(topics: Topics | None = None) -> dict[str, Any]:
         return op
 
     group = "the worker's consumer group: SESSION_TALLY_GROUP_ID (default session-tally)"
+    admin_group = "the worker's admin-topic group: SESSION_TALLY_GROUP_ID + '.admin' (default session-tally.admin)"
     return {
         "asyncapi": ASYNCAPI,
         "info": {
@@ -260,7 +262,7 @@ def asyncapi_document(topics: Topics | None = None) -> dict[str, Any]:
                 "receive",
                 "adminEvents",
                 "session-tally applies admin events",
-                group + "; the admin topic is read by <group>.admin",
+                admin_group,
             ),
             "receivePathEvents": operation("receive", "pathEvents", "session-tally applies path events", group),
             "sendPathTallies": operation("send", "pathTallies", "session-tally publishes tallies"),
