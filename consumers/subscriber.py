@@ -8,6 +8,10 @@ Acknowledgement (see docs/adr/0001-exactly-once-effects.md):
   the raw bytes are handed over as they are and each record is judged on its own by the engine;
 - the offsets stored in PostgreSQL are the truth: a record redelivered after a crash or a rebalance
   is recognised there and skipped, so the Kafka commit is only an optimisation.
+- a path subscriber waits, before each batch, until the admin topic is applied up to its end offsets
+  (:mod:`consumers.barrier`: order across the two input topics, SPEC section 3); the wait happens
+  before the batch's transaction and outside ``in_flight``, so it holds no lock and never delays a
+  rebalance;
 - a custom parser leaves headers undecoded (FastStream's default parser decodes them as UTF-8 and would
   raise before the handler runs on one that is not, and loop on the batch for ever).
 """
@@ -20,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from consumers.barrier import AdminBarrier, BarrierTimeout
 from storage.messages import SourceRecord
 from storage.unit_of_work import OffsetGap, UnitOfWork
 
@@ -36,8 +41,10 @@ class InputSubscriber:
         metrics: Any = None,
         max_records: int = 5000,
         batch_timeout_ms: int = 50,
+        barrier: AdminBarrier | None = None,
     ) -> None:
         self.uow = uow
+        self.barrier = barrier
         self.on_committed = on_committed
         self.metrics = metrics
         self.max_records = max_records
@@ -95,6 +102,8 @@ class InputSubscriber:
             SourceRecord(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
             for r in records
         ]
+        if self.barrier is not None and not await self._wait_for_admin(msg):
+            return
         async with self.in_flight:
             started = time.perf_counter()
             first = {(r.topic, r.partition): r.offset for r in reversed(batch)}
@@ -136,6 +145,25 @@ class InputSubscriber:
             m.inc("session_tally_status_changes_total", report.status_changes)
             m.inc("session_tally_tallies_total", report.tallies)
             m.inc("session_tally_transaction_retries_total", report.attempts - 1)
+
+
+    async def _wait_for_admin(self, msg: Any) -> bool:
+        """The barrier before a path batch; False when the batch was handed back (seeked back) instead."""
+        assert self.barrier is not None
+        try:
+            await self.barrier.wait()
+            return True
+        except asyncio.CancelledError:
+            raise
+        except BarrierTimeout as exc:
+            log.warning("%s; the batch is handed back and waited for again", exc)
+        except Exception:
+            log.exception("cannot check the admin topic's progress; the batch will be redelivered")
+            if self.metrics is not None:
+                self.metrics.inc("session_tally_batch_failures_total")
+            await asyncio.sleep(1.0)
+        await msg.nack()
+        return False
 
 
 async def _tolerant_parser(records: Any, original: Any) -> Any:

@@ -5,13 +5,15 @@ the program or meeting it names; retried in arrival order as soon as that exists
 reason of SPEC section 7. Checks run in the order of SPEC section 7:
 
 1. the message itself (``too_large``, ``invalid_json``)       -> :func:`domain.events.parse`
-2. a duplicate ``event_id``                                    -> duplicate, nothing else happens
+2. a duplicate well-formed ``event_id``                        -> duplicate, nothing else happens
+   (a missing or malformed id never marks a message as seen: it is rejected each time it arrives)
 3. the schema                                                  -> :func:`domain.events.validate`
 4. the actor's role                                            -> ``forbidden``
 5. the references (tenancy, org switch, existence; unknown program/meeting -> wait)
 6. the lifecycle rules of SPEC section 4
 
-A rejected event changes no state (its event id is remembered, so that a re-delivery is a duplicate).
+A rejected event changes no state (its well-formed event id is remembered, so that a re-delivery is a
+duplicate).
 A decision taken when an event is processed (a rejection, which answer counted) stands; statuses are
 derived later from the recorded facts (:mod:`domain.lifecycle`).
 """
@@ -80,7 +82,15 @@ def decode(raw: bytes | None) -> tuple[str | None, Any]:
     parsed = E.parse(raw)
     if isinstance(parsed, E.Invalid):
         return None, parsed
-    return E.readable_event_id(parsed), E.validate(parsed)
+    assert raw is not None  # parse() rejects a null value
+    return E.readable_event_id(parsed), E.validate(parsed, E.may_hold_nul(raw))
+
+
+def dedup_id(event_id: str | None, decoded: Any) -> str | None:
+    """The id under which a message is checked for duplicates and remembered, or None (never a
+    duplicate): a validated event's id is well-formed (its envelope was checked), any other is checked
+    here. ``decoded`` is what :func:`decode` gave, or the parsed JSON object."""
+    return event_id if isinstance(decoded, E.Envelope) else E.dedup_event_id(event_id)
 
 
 def process_message(state: State, raw: bytes | None, ref: Any = None) -> list[Outcome]:
@@ -91,8 +101,9 @@ def process_message(state: State, raw: bytes | None, ref: Any = None) -> list[Ou
     parsed = E.parse(raw)
     if isinstance(parsed, E.Invalid):
         return [Outcome(REJECTED, None, parsed.reason, parsed.detail, ref)]
+    assert raw is not None  # parse() rejects a null value
     event_id = E.readable_event_id(parsed)
-    return _process_checked(state, event_id, parsed, ref, validated=False)
+    return _process_checked(state, event_id, parsed, ref, validated=False, nul_possible=E.may_hold_nul(raw))
 
 
 def process_decoded(state: State, event_id: str | None, decoded: Any, ref: Any = None) -> list[Outcome]:
@@ -110,14 +121,17 @@ def release_waiting(state: State, keys: list[tuple[str, str]]) -> list[Outcome]:
     return outcomes
 
 
-def _process_checked(state: State, event_id: str | None, parsed: Any, ref: Any, validated: bool) -> list[Outcome]:
-    if event_id is not None:
-        if event_id in state.seen:
-            return [Outcome(DUPLICATE, event_id, ref=ref)]
-        state.seen.add(event_id)
+def _process_checked(
+    state: State, event_id: str | None, parsed: Any, ref: Any, validated: bool, nul_possible: bool = True
+) -> list[Outcome]:
+    seen_id = dedup_id(event_id, parsed)
+    if seen_id is not None:
+        if seen_id in state.seen:
+            return [Outcome(DUPLICATE, seen_id, ref=ref)]
+        state.seen.add(seen_id)
         if state.changes is not None:
-            state.changes.seen.append(event_id)
-    event = parsed if validated else E.validate(parsed)
+            state.changes.seen.append(seen_id)
+    event = parsed if validated else E.validate(parsed, nul_possible)
     if isinstance(event, E.Invalid):
         return [Outcome(REJECTED, event_id, event.reason, event.detail, ref)]
     if event.actor.role not in _ALLOWED_ROLES[event.type]:  # E.role_allowed, inlined

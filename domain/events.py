@@ -4,9 +4,12 @@ Decoding follows the rejection check order of SPEC section 7 for the message its
 
 1. ``too_large`` (more than 64 KiB; not parsed), then ``invalid_json`` (including bytes that are not
    UTF-8, lone surrogate escapes and the non-JSON literals NaN/Infinity);
-2. the duplicate check belongs to the engine (it needs state): :func:`parse` returns the readable
-   ``event_id`` (any JSON string) so the engine can check it before the schema;
-3. the schema (:func:`validate`): first the envelope fields common to every type
+2. the duplicate check belongs to the engine (it needs state). Only a well-formed ``event_id``
+   (:func:`dedup_event_id`) marks a message as seen; a missing or malformed one is never a duplicate,
+   so one rejected message with a bad id cannot swallow later messages that carry the same bad id.
+   Rejections report any JSON string ``event_id`` (:func:`readable_event_id`), well-formed or not;
+3. the schema (:func:`validate`): first U+0000 anywhere in a string or object key
+   (``schema_violation``: PostgreSQL cannot store it), then the envelope fields common to every type
    (``schema_violation``), then the type (``unknown_type``), then the version
    (``unsupported_schema_version``), then the type's own fields and ``data`` (``schema_violation``).
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -104,7 +108,9 @@ def _hours(value: Any) -> Decimal | None:
     return canonical
 
 
-Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+_ID_CHARS = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Instant = Annotated[int, BeforeValidator(parse_instant_value)]
 LateCancelWindow = Annotated[int, BeforeValidator(_bounded_duration(HOUR, 30 * DAY))]
 AutoConfirmWindow = Annotated[int, BeforeValidator(_bounded_duration(HOUR, 90 * DAY))]
@@ -375,23 +381,25 @@ def _nesting_exceeds(text: str, limit: int) -> bool:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _has_lone_surrogate(value: Any) -> bool:
-    """Does any string (key or value) hold a surrogate, i.e. a ``\\uD8xx`` escape without its pair?"""
+def _strings(value: Any) -> Iterator[str]:
+    """Every string of a parsed JSON value, object keys included."""
     stack = [value]
     while stack:
         item = stack.pop()
         kind = type(item)
         if kind is str:
-            if _SURROGATE.search(item):
-                return True
+            yield item
         elif kind is dict:
             for key, inner in item.items():
-                if _SURROGATE.search(key):
-                    return True
+                yield key
                 stack.append(inner)
         elif kind is list:
             stack.extend(item)
-    return False
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Does any string (key or value) hold a surrogate, i.e. a ``\\uD8xx`` escape without its pair?"""
+    return any(_SURROGATE.search(s) for s in _strings(value))
 
 
 def parse(raw: bytes | None) -> dict[str, Any] | Invalid:
@@ -423,9 +431,19 @@ def parse(raw: bytes | None) -> dict[str, Any] | Invalid:
 
 
 def readable_event_id(obj: dict[str, Any]) -> str | None:
-    """The ``event_id`` used for duplicate detection and reports: any JSON string, else None."""
+    """The ``event_id`` reported with a rejection: any JSON string, else None."""
     value = obj.get("event_id")
     return value if type(value) is str else None
+
+
+def dedup_event_id(event_id: str | None) -> str | None:
+    """The id that marks a message as seen: ``event_id`` when well-formed, else None (never a duplicate)."""
+    return event_id if event_id is not None and _ID_CHARS.fullmatch(event_id) is not None else None
+
+
+def _has_nul(value: Any) -> bool:
+    """Does any string (object keys included) hold U+0000?"""
+    return any("\x00" in s for s in _strings(value))
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -434,8 +452,18 @@ def _first_error(exc: ValidationError) -> str:
     return f"{loc}: {err['msg']}"[:300]
 
 
-def validate(obj: dict[str, Any]) -> Event | Invalid:
-    """A parsed JSON object -> a typed event, or the schema reason (check 3 of SPEC section 7)."""
+def may_hold_nul(raw: bytes) -> bool:
+    """False when the JSON text of ``raw`` cannot hold U+0000: it only gets into a parsed value through a
+    ``\\u0000`` escape (a raw control character inside a string is not JSON)."""
+    return b"\\u0000" in raw
+
+
+def validate(obj: dict[str, Any], nul_possible: bool = True) -> Event | Invalid:
+    """A parsed JSON object -> a typed event, or the schema reason (check 3 of SPEC section 7).
+
+    ``nul_possible=False`` (from :func:`may_hold_nul` on the message's bytes) skips the U+0000 walk."""
+    if nul_possible and _has_nul(obj):
+        return Invalid(R.SCHEMA_VIOLATION, "a string holds U+0000 (NUL)", readable_event_id(obj))
     event_type = obj.get("type")
     version = obj.get("schema_version")
     model = EVENT_MODELS.get(event_type) if type(event_type) is str else None

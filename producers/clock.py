@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from storage.unit_of_work import Report, UnitOfWork
 
@@ -67,44 +67,48 @@ class ClockSweeper:
                 pass
 
 
-class WaitingJanitor:
-    """Rejects events that waited longer than the park timeout, and retries (safety net) waiting events
-    whose program or meeting exists.
+class Horizon(Protocol):
+    """See consumers.horizon.ReadHorizon."""
 
-    Nothing is expired before this janitor has itself run for a park timeout without failing: after a
-    worker was down (or PostgreSQL away) for longer than the timeout, every waiting event is "too old",
-    and what would release it may still be unread in Kafka. The consumers get that long to catch up."""
+    async def advance(self) -> datetime | None: ...
+
+
+class WaitingJanitor:
+    """Rejects events that waited too long, and retries (safety net) waiting events whose program or
+    meeting exists.
+
+    "Too long" is measured against what the consumers have read, not against the wall clock alone: an
+    event parked at ``p`` is rejected only when everything published up to ``p + park timeout`` has been
+    applied (the read horizon of :mod:`consumers.horizon`), so a consumer far behind, a restart after a
+    long stop or a stalled partition never rejects an event whose program or meeting is still unread."""
 
     def __init__(
         self,
         uow: UnitOfWork,
         park_timeout_s: float,
+        horizon: Horizon,
         on_published: Callable[[], None],
         metrics: Any = None,
         every_s: float = 1.0,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.uow = uow
         self.park_timeout_s = park_timeout_s
+        self.horizon = horizon
         self.on_published = on_published
         self.metrics = metrics
         self.every_s = every_s
-        self.monotonic = monotonic
-        self.live_since = monotonic()  # start, or the end of the last failure
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:
         self._stop.set()
 
-    def may_expire(self) -> bool:
-        return self.monotonic() - self.live_since >= self.park_timeout_s
-
     async def run_once(self) -> None:
-        """One round: expire (once live for a park timeout) and release; a failure restarts the grace."""
+        """One round: advance the read horizon, expire what waited a park timeout before it, release."""
         try:
             expired = Report()
-            if self.may_expire():
-                expired = await self.uow.expire_waiting(self.park_timeout_s)
+            reached = await self.horizon.advance()
+            if reached is not None:
+                expired = await self.uow.expire_waiting(reached - timedelta(seconds=self.park_timeout_s))
             released = await self.uow.release_ready()
             if expired.outbox_rows or released.outbox_rows:
                 self.on_published()
@@ -116,7 +120,6 @@ class WaitingJanitor:
             log.exception("waiting-event janitor failed; retrying")
             if self.metrics is not None:
                 self.metrics.inc("session_tally_clock_failures_total")
-            self.live_since = self.monotonic()
 
     async def run(self) -> None:
         while not self._stop.is_set():

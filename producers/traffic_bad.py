@@ -15,6 +15,7 @@ from typing import Any
 
 from producers.traffic import (
     BAD_KINDS,
+    CROSS_PARTITION_BAD_KINDS,
     ORDER_DEPENDENT_BAD_KINDS,
     Record,
     Tagged,
@@ -44,7 +45,12 @@ class BadInputs(SimCore):
 
     def __init__(self, config: TrafficConfig, events: int) -> None:
         super().__init__(config, events)
-        kinds = [k for k in BAD_KINDS if not (self.cfg.order_independent and k in ORDER_DEPENDENT_BAD_KINDS)]
+        left_out: frozenset[str] = frozenset()
+        if self.cfg.order_independent:
+            left_out = ORDER_DEPENDENT_BAD_KINDS
+        elif self.cfg.spec_ordered:
+            left_out = CROSS_PARTITION_BAD_KINDS
+        kinds = [k for k in BAD_KINDS if k not in left_out]
         self.bad_kinds = [k for k in kinds if k != "too_large"]
         self.bad_todo = list(kinds)  # every kind appears once early on, then at random
         self.rng.shuffle(self.bad_todo)

@@ -8,7 +8,10 @@ too, keyed by the ``path_id`` still readable in them, else unkeyed). Every messa
 rejections the way ``session-tally replay`` does. Blank lines are skipped but counted.
 
 The producer is idempotent with ``acks=all``: each partition receives its messages in file order, once.
-Messages are sent without waiting for each acknowledgement; deliveries are awaited in chunks.
+Order across the two topics (SPEC section 3): an admin line is acknowledged before a later path line is
+sent, so that the workers, which apply the admin topic up to its end offsets before a path batch, apply
+it before the path events that follow it in the file. Otherwise messages are sent without waiting for
+each acknowledgement; deliveries are awaited in chunks.
 """
 
 from __future__ import annotations
@@ -58,7 +61,9 @@ class Publisher:
         self.counts: dict[str, int] = {name: 0 for name in self.names.values()}
         self.failed: dict[str, int] = {}  # reason -> count
         self.sent = 0
+        self.admin_waits = 0  # times a path message waited for the admin messages before it
         self._pending: list[tuple[str, asyncio.Future[Any]]] = []
+        self._admin_unacked: list[asyncio.Future[Any]] = []
         self._producer: Any = None
         self._partition_counts: dict[str, int] = {}
         self._partitions: dict[tuple[str, bytes], int] = {}  # (topic, key) -> partition
@@ -128,6 +133,8 @@ class Publisher:
         from aiokafka.errors import KafkaError
 
         topic = self.names[kind]
+        if kind == "path" and self._admin_unacked:
+            await self._admin_acknowledged()
         headers = [(LINE_HEADER, str(line).encode())] if line is not None else None
         partition = None
         if key is not None:
@@ -140,9 +147,17 @@ class Publisher:
             self._fail(exc)
             return
         self._pending.append((topic, future))
+        if kind == "admin":
+            self._admin_unacked.append(future)
         self.sent += 1
         if len(self._pending) >= CHUNK:
             await self.flush()
+
+    async def _admin_acknowledged(self) -> None:
+        """Wait until every admin message sent so far is acknowledged (or failed: counted by flush)."""
+        unacked, self._admin_unacked = self._admin_unacked, []
+        self.admin_waits += 1
+        await asyncio.gather(*unacked, return_exceptions=True)
 
     def _fail(self, exc: BaseException) -> None:
         reason = type(exc).__name__
@@ -151,6 +166,7 @@ class Publisher:
     async def flush(self) -> None:
         """Wait until every message sent so far is acknowledged (or failed)."""
         pending, self._pending = self._pending, []
+        self._admin_unacked = []
         if not pending:
             return
         results = await asyncio.gather(*(f for _t, f in pending), return_exceptions=True)

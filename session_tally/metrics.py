@@ -71,7 +71,7 @@ class HttpEndpoint:
             path = parts[1] if len(parts) > 1 else "/"
             if path.startswith("/healthz"):
                 checks = await self.health()
-                ok = all(checks.values())
+                ok = all(v for v in checks.values() if isinstance(v, bool))  # other values are details
                 body = json.dumps({"status": "ok" if ok else "failing", "checks": checks}).encode()
                 status, ctype = ("200 OK" if ok else "503 Service Unavailable"), "application/json"
             elif path.startswith("/metrics"):

@@ -28,7 +28,13 @@ def notify_channel(schema: str) -> str:
 class Producers:
     """Relay + clock + janitor on one engine; ``start()``, then ``stop()`` drains the outbox."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], int], engine: Any, metrics: Any = None) -> None:
+    def __init__(
+        self, settings: Settings, clock: Callable[[], int], engine: Any, metrics: Any = None, offsets: Any = None
+    ) -> None:
+        """``offsets`` is the worker's ``consumers.kafka_offsets.EndOffsets`` when it has one (started and
+        stopped by the worker); without it the producers start and stop their own."""
+        from consumers.horizon import ReadHorizon
+        from consumers.kafka_offsets import EndOffsets, Progress
         from producers.clock import ClockSweeper, WaitingJanitor
         from producers.relay import Relay
         from storage.unit_of_work import UnitOfWork
@@ -39,7 +45,10 @@ class Producers:
         self.uow = UnitOfWork(engine, topics.admin_events, clock)
         self.relay = Relay.for_settings(engine, settings, metrics)
         self.sweeper = ClockSweeper(self.uow, self.relay.wake, metrics)
-        self.janitor = WaitingJanitor(self.uow, settings.park_timeout_s, self.relay.wake, metrics)
+        self.own_offsets = offsets is None
+        self.offsets = EndOffsets(settings.kafka_bootstrap_servers) if offsets is None else offsets
+        horizon = ReadHorizon(Progress(self.offsets, self.uow.applied_offsets, topics.inputs), self.uow.database_time)
+        self.janitor = WaitingJanitor(self.uow, settings.park_timeout_s, horizon, self.relay.wake, metrics)
         self.tasks: list[asyncio.Task[None]] = []
 
     def wake(self) -> None:
@@ -47,6 +56,8 @@ class Producers:
         self.sweeper.wake()
 
     async def start(self, listen: bool) -> None:
+        if self.own_offsets:
+            await self.offsets.start()
         await self.relay.start()
         self.tasks = [
             asyncio.create_task(self.relay.run(), name="relay"),
@@ -99,6 +110,8 @@ class Producers:
                 log.exception("final outbox drain failed; the rows stay for the next relay")
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.relay.stop()
+        if self.own_offsets:
+            await self.offsets.stop()
 
 
 async def run_producers_process(

@@ -57,6 +57,8 @@ async def run_worker(
     from faststream.kafka import KafkaBroker
     from sqlalchemy import func, select, text
 
+    from consumers.barrier import AdminBarrier
+    from consumers.kafka_offsets import EndOffsets, Progress
     from consumers.subscriber import InputSubscriber
     from session_tally.metrics import HttpEndpoint, Metrics
     from session_tally.producers_runtime import Producers
@@ -75,8 +77,10 @@ async def run_worker(
     clock = build_clock(options.clock)
     uow = UnitOfWork(engine, settings.topics.admin_events, clock)
     topics = settings.topics
+    offsets = EndOffsets(settings.kafka_bootstrap_servers)
+    barrier = AdminBarrier(Progress(offsets, uow.applied_offsets, (topics.admin_events,)), metrics)
     in_process = options.producers == "in-process"
-    producers = Producers(settings, clock, engine, metrics) if in_process else None
+    producers = Producers(settings, clock, engine, metrics, offsets) if in_process else None
     child: subprocess.Popen[bytes] | None = None
 
     def committed() -> None:
@@ -87,7 +91,9 @@ async def run_worker(
     # `<group>.admin` for admin events): the admin topic (few, small events that path events depend on)
     # is never stuck behind a backlog of path events, and neither waits for the other's rebalances.
     admin_subscriber = InputSubscriber(uow, committed, metrics, min(500, options.max_records), options.batch_timeout_ms)
-    path_subscriber = InputSubscriber(uow, committed, metrics, options.max_records, options.batch_timeout_ms)
+    path_subscriber = InputSubscriber(
+        uow, committed, metrics, options.max_records, options.batch_timeout_ms, barrier=barrier
+    )
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers, graceful_timeout=options.graceful_timeout_s, log_level=logging.DEBUG
     )
@@ -113,6 +119,7 @@ async def run_worker(
         except Exception:
             checks["postgres"] = False
         checks["kafka"] = await broker_answers(broker)
+        checks["waiting_for_admin"] = barrier.health()  # a detail, not a check (see HttpEndpoint)
         return checks
 
     async def refresh_gauges() -> None:
@@ -125,6 +132,10 @@ async def run_worker(
             )
 
     endpoint = HttpEndpoint(metrics, health, refresh_gauges)
+
+    @app.on_startup
+    async def start_offsets() -> None:
+        await offsets.start()  # before the subscribers: the first path batch needs it
 
     @app.after_startup
     async def start_background() -> None:
@@ -169,6 +180,7 @@ async def run_worker(
                     child.kill()
             await drain_outbox(settings, engine, options.graceful_timeout_s)  # whatever the child left
         await endpoint.stop()
+        await offsets.stop()
         await engine.dispose()
         print("session-tally worker stopped", flush=True)
 

@@ -28,6 +28,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, or_, select, text, tuple_, update
@@ -36,7 +37,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain import events as E
-from domain.engine import REJECTED, decode, expire_parked, process_decoded, release_waiting
+from domain.engine import REJECTED, decode, dedup_id, expire_parked, process_decoded, release_waiting
 from storage import messages as M
 from storage import tables as T
 from storage.rows import LOCAL_SEQ_BASE, Loaded, _any
@@ -189,8 +190,9 @@ class UnitOfWork:
         decoded = [(rec, *decode(rec.value)) for rec in fresh]
         keys = _Keys()
         for _rec, event_id, event in decoded:
-            if event_id is not None:
-                keys.event_ids.add(event_id)
+            seen_id = dedup_id(event_id, event)
+            if seen_id is not None:
+                keys.event_ids.add(seen_id)
             if isinstance(event, E.Envelope) and E.role_allowed(event):
                 keys.add(event)
         for kind, key in release:
@@ -339,6 +341,22 @@ class UnitOfWork:
                 keys.add(item.event)
             pending = keys.wait_keys() | extra
 
+    async def applied_offsets(self, topics: tuple[str, ...]) -> dict[tuple[str, int], int]:
+        """The next offset to apply of every partition of these topics that a batch ever touched (what
+        PostgreSQL holds is the truth: it commits with the state)."""
+        t = T.consumer_offsets
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.c.topic, t.c.partition, t.c.next_offset).where(t.c.topic == _any(sorted(topics)))
+            )
+            return {(r.topic, r.partition): r.next_offset for r in rows}
+
+    async def database_time(self) -> datetime:
+        """PostgreSQL's clock now (``clock_timestamp()``; ``parked.parked_at`` is ``now()`` of the same clock)."""
+        async with self.engine.connect() as conn:
+            value: datetime = await conn.scalar(text("SELECT clock_timestamp()"))
+            return value
+
     # -------------------------------------------------------------------------------------- clock
 
     async def sweep_clock(self, limit: int = 1000) -> Report:
@@ -383,14 +401,15 @@ class UnitOfWork:
 
     # -------------------------------------------------------------------------------- parked expiry
 
-    async def expire_waiting(self, timeout_s: float, limit: int = 1000) -> Report:
-        """Reject events that waited longer than ``timeout_s`` (``unknown_program``/``unknown_meeting``)."""
+    async def expire_waiting(self, parked_before: datetime, limit: int = 1000) -> Report:
+        """Reject events parked at or before ``parked_before`` (``unknown_program``/``unknown_meeting``);
+        the caller decides when that is safe (consumers.horizon)."""
 
         async def work(conn: AsyncConnection) -> Report:
             p = T.parked
             rows = await conn.execute(
                 select(p)
-                .where(p.c.parked_at < text("now() - make_interval(secs => :t)").bindparams(t=timeout_s))
+                .where(p.c.parked_at <= parked_before)
                 .order_by(p.c.seq)
                 .limit(limit)
                 .with_for_update(skip_locked=True)

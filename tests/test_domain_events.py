@@ -230,7 +230,7 @@ def test_blank_padding_around_the_object_is_fine() -> None:
         (["a"], None),
     ],
 )
-def test_any_json_string_event_id_is_readable(event_id: Any, readable: str | None) -> None:
+def test_any_json_string_event_id_is_reported(event_id: Any, readable: str | None) -> None:
     out = process_message(State(), raw(event(event_id=event_id, type="no.such.type")))[0]
     assert out.kind == REJECTED
     assert out.event_id == readable
@@ -258,6 +258,59 @@ def test_messages_without_readable_event_id_are_never_duplicates() -> None:
         assert process_message(state, message)[0].reason == R.SCHEMA_VIOLATION
     for _ in range(2):
         assert process_message(state, b"{")[0].reason == R.INVALID_JSON
+
+
+@pytest.mark.parametrize("bad_id", ["", "evt 1", "e" * 129, "\u00e9-1", "a\nb", "a/b", "ev-1\n"])
+def test_a_malformed_event_id_is_rejected_every_time_and_swallows_nothing(bad_id: str) -> None:
+    """SPEC section 3: only a well-formed event_id marks a message as seen."""
+    state = State()
+    for _ in range(3):
+        out = process_message(state, raw(event(event_id=bad_id)))
+        assert [(o.kind, o.reason, o.event_id) for o in out] == [(REJECTED, R.SCHEMA_VIOLATION, bad_id)]
+        _, decoded = decode(raw(event(event_id=bad_id)))
+        assert isinstance(decoded, E.Invalid) and decoded.reason == R.SCHEMA_VIOLATION
+    assert state.seen == set()
+    # the same message with a good id afterwards is applied (an org event: no references needed)
+    good = process_message(state, raw(event(E.ORG_SET, event_id="ev-ok")))
+    assert [o.kind for o in good] == ["applied"]
+
+
+def test_a_well_formed_id_of_128_characters_counts_for_duplicates() -> None:
+    state = State()
+    message = raw(event(E.ORG_SET, event_id="a" * 128))
+    assert process_message(state, message)[0].kind == "applied"
+    assert process_message(state, message)[0].kind == DUPLICATE
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"data": {"note": "a\u0000b"}},
+        {"data": {"x\u0000": 1}},
+        {"actor": {"id": "u\u0000", "role": "program_admin"}},
+        {"unknown_field": ["ok", {"deep": "\u0000"}]},
+        {"type": "no\u0000type"},
+    ],
+)
+def test_nul_anywhere_is_a_schema_violation_checked_first(where: dict[str, Any]) -> None:
+    obj = event(E.PATH_HOURS_SET, event_id="nul-1", schema_version=7)  # a version that would be unsupported
+    obj.update(where)
+    message = raw(obj)
+    assert b"\\u0000" in message
+    state = State()
+    first = process_message(state, message)[0]
+    assert (first.reason, first.event_id) == (R.SCHEMA_VIOLATION, "nul-1")
+    assert "U+0000" in first.detail
+    assert process_message(state, message)[0].kind == DUPLICATE  # a well-formed id: remembered
+    _, decoded = decode(message)
+    assert isinstance(decoded, E.Invalid) and decoded.reason == R.SCHEMA_VIOLATION
+
+
+def test_an_escaped_backslash_before_u0000_is_not_a_nul() -> None:
+    obj = event(E.PATH_HOURS_SET, data={"authorized_hours": 1, "note": "\\u0000"})
+    message = raw(obj)
+    assert b"\\\\u0000" in message
+    assert verdict(obj) == "ok"
 
 
 def test_invalid_json_and_too_large_do_not_remember_an_id() -> None:

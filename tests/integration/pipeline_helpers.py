@@ -43,15 +43,23 @@ async def _send_lines(
     producer: Any, settings: Settings, lines: Sequence[bytes], numbers: range, ends: dict[str, int]
 ) -> None:
     """Send lines ``numbers`` (1-based) routed and keyed as `session-tally publish` does, with the line
-    header; wait for the acks and raise ``ends`` ('topic:partition' -> next offset) accordingly."""
+    header, and in its order across the two topics (an admin line is acknowledged before a later path
+    line is sent); wait for the acks and raise ``ends`` ('topic:partition' -> next offset) accordingly."""
     futures = []
+    admin_unacked = []
     for number in numbers:
         raw = lines[number - 1]
         if not raw.strip():
             continue
         kind, key = route(raw)
         topic = settings.topics.admin_events if kind == "admin" else settings.topics.path_events
-        futures.append(await producer.send(topic, raw, key=key, headers=[(LINE_HEADER, str(number).encode())]))
+        if kind == "path" and admin_unacked:
+            await asyncio.gather(*admin_unacked)
+            admin_unacked = []
+        future = await producer.send(topic, raw, key=key, headers=[(LINE_HEADER, str(number).encode())])
+        futures.append(future)
+        if kind == "admin":
+            admin_unacked.append(future)
     for md in await asyncio.gather(*futures):
         k = f"{md.topic}:{md.partition}"
         ends[k] = max(ends.get(k, 0), md.offset + 1)

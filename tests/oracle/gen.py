@@ -361,7 +361,7 @@ class Gen:
     def mutate(self, e):
         r = self.r
         e = json.loads(json.dumps(e))
-        k = r.randint(0, 27)
+        k = r.randint(0, 28)
         if k == 0:
             return json.dumps(e)[:-5]  # bad json
         if k == 1:
@@ -393,7 +393,9 @@ class Gen:
                 ]
             )
         elif k == 6:
-            e["event_id"] = r.choice(["bad id", "x" * 129, "x" * 128, "", 5, "ok:id.1-_"])
+            e["event_id"] = r.choice(
+                ["bad id", "x" * 129, "x" * 128, "", 5, "ok:id.1-_", "\u00e9-1", "evt 1", "e\u00001"]
+            )
         elif k == 7:
             if "path_id" in e:
                 del e["path_id"]
@@ -475,6 +477,15 @@ class Gen:
         elif k == 27:
             e["data"]["meeting_id"] = e["data"].get("meeting_id", "m1")
             e["data"]["new_meeting_id"] = e["data"]["meeting_id"]
+        elif k == 28:
+            # U+0000 somewhere: a value, a key, deep in an unknown field
+            spot = r.randint(0, 2)
+            if spot == 0:
+                e["data"]["note"] = "a\u0000b"
+            elif spot == 1:
+                e["data"]["k\u0000"] = 1
+            else:
+                e["extra"] = [{"deep": "\u0000"}]
         return json.dumps(e)
 
     def stream(self):

@@ -197,9 +197,22 @@ def num_out(d):
 # ---------------------------------------------------------------- schema
 
 
+def has_nul(v):
+    """U+0000 in any string or object key (SPEC 3)."""
+    if isinstance(v, str):
+        return "\0" in v
+    if isinstance(v, dict):
+        return any(has_nul(k) or has_nul(x) for k, x in v.items())
+    if isinstance(v, list):
+        return any(has_nul(x) for x in v)
+    return False
+
+
 def check_schema(ev):
     """Raise Reject for schema_violation / unknown_type / unsupported_schema_version."""
     if not isinstance(ev, dict):
+        raise Reject("schema_violation")
+    if has_nul(ev):  # SPEC 3: checked before every other schema rule
         raise Reject("schema_violation")
     # envelope
     if not valid_id(ev.get("event_id")):
@@ -463,7 +476,8 @@ class Engine:
             return
         eid = ev.get("event_id") if isinstance(ev, dict) else None
         eid_out = eid if isinstance(eid, str) else None
-        if isinstance(eid, str):
+        # SPEC 3: only a well-formed event_id marks a message as seen
+        if valid_id(eid):
             if eid in self.seen:
                 return  # duplicate
             self.seen.add(eid)
