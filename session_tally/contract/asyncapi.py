@@ -26,7 +26,7 @@ ASYNCAPI = "3.0.0"
 CONTRACT_VERSION = "1.0.0"
 SCHEMA_FORMAT = "application/schema+json;version=draft-2020-12"
 BINDING = "0.5.0"
-ID_PATTERN = "^[A-Za-z0-9._:-]{1,128}$"
+ID_PATTERN = E.ID_PATTERN
 PARTITIONER = (
     "murmur2 of the key, positive (& 0x7fffffff), modulo the partition count: the Java client's default. "
     "librdkafka clients (kcat, confluent-kafka, node-rdkafka, ...) default to CRC32 and must set "
