@@ -29,6 +29,10 @@ _RFC3339 = re.compile(
 )
 _DURATION = re.compile(r"P(?:(\d+)W|(?=\d|T\d)(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?)", re.ASCII)
 _TZ_CACHE: dict[tuple[str, int, int], timezone] = {}
+#: the two forms as anchored regular expressions with ASCII digits (both are matched with re.ASCII), for
+#: the published JSON Schemas; the parsers below check the rest (ranges of fields, bounds)
+INSTANT_PATTERN = "^" + _RFC3339.pattern.replace(r"\d", "[0-9]") + "$"
+DURATION_PATTERN = "^" + _DURATION.pattern.replace(r"\d", "[0-9]") + "$"
 
 
 _CANONICAL = re.compile(r"(\d{4}-\d{2}-\d{2})T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)Z", re.ASCII)

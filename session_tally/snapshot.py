@@ -1,7 +1,7 @@
 """Build the `replay`-shaped document from what the pipeline published (pure; no I/O).
 
 - tallies: the highest ``version`` per path (a re-publication after a crash repeats a version with the
-  same content), sorted by path_id;
+  same content), sorted by path_id, without the message's ``schema_version`` (replay has none);
 - meetings: the highest ``version`` per meeting, with replay's fields, sorted by meeting_id;
 - rejected: ``{"line", "event_id", "reason"}``; ``line`` comes from the ``session-tally-line`` header
   that `session-tally publish` sets (null otherwise); sorted like replay: rejections of events that
@@ -55,7 +55,7 @@ def build_document(
         entries.append((order, {"line": line, "event_id": doc.get("event_id"), "reason": doc["reason"]}))
     entries.sort(key=lambda e: e[0])
     return {
-        "tallies": [latest_tally[k] for k in sorted(latest_tally)],
+        "tallies": [{f: v for f, v in latest_tally[k].items() if f != "schema_version"} for k in sorted(latest_tally)],
         "meetings": [{f: latest_status[k][f] for f in MEETING_FIELDS} for k in sorted(latest_status)],
         "rejected": [e[1] for e in entries],
     }

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from domain.model import Meeting
+from domain.outputs import SCHEMA_VERSION
 from domain.tally import meeting_document
 from domain.timefmt import format_instant
 
@@ -23,6 +24,7 @@ MAX_ORIGINAL_BYTES = 64 * 1024  # a too_large original is kept up to this size (
 TALLIES = "tallies"
 STATUSES = "statuses"
 REJECTED = "rejected"
+REASON_HEADER = "session-tally-reason"  # added to a rejected input's own headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +62,13 @@ def _dumps(doc: dict[str, Any]) -> bytes:
 
 def tally_row(path_id: str, tally: dict[str, Any]) -> OutboxRow:
     key = path_id.encode()
-    return OutboxRow(lane_of(key), TALLIES, key, _dumps(tally))
+    return OutboxRow(lane_of(key), TALLIES, key, _dumps({"schema_version": SCHEMA_VERSION, **tally}))
 
 
 def status_row(
     meeting: Meeting, program_id: str, org_id: str, status: str, disputed: bool, version: int, as_of: int
 ) -> OutboxRow:
-    doc = meeting_document(meeting, status, disputed)
+    doc = {"schema_version": SCHEMA_VERSION, **meeting_document(meeting, status, disputed)}
     doc["program_id"] = program_id
     doc["org_id"] = org_id
     doc["version"] = version
@@ -96,6 +98,7 @@ def rejected_row(source: SourceRecord, event_id: str | None, reason: str, detail
     key_text, key_b64 = _text_or_base64(source.key)
     headers = headers_doc(source.headers)
     doc = {
+        "schema_version": SCHEMA_VERSION,
         "reason": reason,
         "detail": detail,
         "event_id": event_id,
@@ -114,7 +117,7 @@ def rejected_row(source: SourceRecord, event_id: str | None, reason: str, detail
         "original_bytes": None if value is None else len(value),
         "original_truncated": truncated,
     }
-    out_headers = [*headers, ["session-tally-reason", reason]]
+    out_headers = [*headers, [REASON_HEADER, reason]]
     return OutboxRow(lane_of(source.key), REJECTED, source.key, _dumps(doc), out_headers)
 
 
