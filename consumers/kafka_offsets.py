@@ -76,6 +76,9 @@ class EndOffsets:
 
         async with self._probe_lock:
             if self._probe is None:
+                from consumers.tolerant_records import install
+
+                install()
                 self._probe = AIOKafkaConsumer(
                     bootstrap_servers=self.bootstrap,
                     enable_auto_commit=False,

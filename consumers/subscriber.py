@@ -26,8 +26,11 @@ from collections.abc import Callable
 from typing import Any
 
 from consumers.barrier import AdminBarrier, BarrierTimeout
+from consumers.isolation import apply_isolating, describe
 from storage.messages import SourceRecord
-from storage.unit_of_work import OffsetGap, UnitOfWork
+from storage.unit_of_work import OffsetGap, Report, UnitOfWork
+
+FAILURE_LOG_EVERY_S = 60.0
 
 log = logging.getLogger("session_tally.consumer")
 
@@ -54,6 +57,31 @@ class InputSubscriber:
         self.last_batch_at = time.monotonic()
         self.batches = 0
         self._gap: dict[tuple[str, int], int] | None = None  # the last gap we went back for
+        self.subscriber: Any = None  # FastStream's subscriber (its .consumer once started)
+        self.failures = FailureLog()
+        self._misrouted_logged: set[tuple[str, str, int]] = set()
+
+    @property
+    def consumer(self) -> Any:
+        """The aiokafka consumer (None before the broker started)."""
+        return None if self.subscriber is None else self.subscriber.consumer
+
+    async def seek_to_applied(self, assigned: Any) -> None:
+        """Start newly assigned partitions at the offsets PostgreSQL applied (the truth), not at Kafka's
+        committed offsets: Kafka's own offset tools (``kafka-consumer-groups --reset-offsets``) change
+        only the latter, so they neither replay nor skip anything (docs/operations.md)."""
+        consumer = self.consumer
+        if consumer is None or not assigned:
+            return
+        try:
+            applied = await self.uow.applied_offsets(tuple(sorted({tp.topic for tp in assigned})))
+        except Exception as exc:  # the first batch finds the same through OffsetGap
+            log.warning("cannot read the applied offsets for the new assignment (%s)", describe(exc))
+            return
+        for tp in assigned:
+            offset = applied.get((tp.topic, tp.partition))
+            if offset is not None:
+                consumer.seek(tp, offset)
 
     def register(
         self, broker: Any, topics: tuple[str, str], group_id: str, group_instance_id: str | None = None
@@ -72,8 +100,9 @@ class InputSubscriber:
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 log.info("assigned %d partitions", len(assigned))
+                await subscriber_self.seek_to_applied(assigned)
 
-        @broker.subscriber(
+        subscriber = broker.subscriber(
             *topics,
             batch=True,
             group_id=group_id,
@@ -91,9 +120,12 @@ class InputSubscriber:
             decoder=_raw_decoder,
             listener=WaitForBatch(),
         )
+
+        @subscriber
         async def handle(body: Any, msg: Any = Context("message")) -> None:  # noqa: B008
             await subscriber_self.handle(msg)
 
+        self.subscriber = subscriber
         return handle
 
     async def handle(self, msg: Any) -> None:
@@ -110,7 +142,7 @@ class InputSubscriber:
             first = {(r.topic, r.partition): r.offset for r in reversed(batch)}
             accept = self._gap is not None and all(first.get(k) is not None for k in self._gap)
             try:
-                report = await self.uow.process_batch(batch, accept_gaps=accept)
+                report = await apply_isolating(self.uow, batch, accept)
             except asyncio.CancelledError:
                 raise
             except OffsetGap as gap:
@@ -121,8 +153,8 @@ class InputSubscriber:
                 log.warning("offset gap %s: seeking back to the offsets applied in PostgreSQL", gap.expected)
                 _seek_assigned(msg.consumer, {TopicPartition(t, p): o for (t, p), o in gap.expected.items()})
                 return
-            except Exception:
-                log.exception("batch of %d records failed; it will be redelivered", len(batch))
+            except Exception as exc:  # an outage (isolation rejected what fails on its own)
+                self.failures.record(exc, len(batch))
                 if self.metrics is not None:
                     self.metrics.inc("session_tally_batch_failures_total")
                 await asyncio.sleep(1.0)
@@ -130,10 +162,13 @@ class InputSubscriber:
                 return
             await msg.ack()
             self._gap = None
+            self.failures.recovered()
         self.batches += 1
         self.last_batch_at = time.monotonic()
         if report.outbox_rows:
             self.on_committed()
+        if report.misrouted:
+            self._report_misrouted(report)
         if self.metrics is not None:
             m = self.metrics
             m.inc("session_tally_batches_total")
@@ -145,6 +180,24 @@ class InputSubscriber:
             m.inc("session_tally_status_changes_total", report.status_changes)
             m.inc("session_tally_tallies_total", report.tallies)
             m.inc("session_tally_transaction_retries_total", report.attempts - 1)
+
+    def _report_misrouted(self, report: Report) -> None:
+        for m in report.misrouted:
+            if self.metrics is not None:
+                self.metrics.inc("session_tally_misrouted_records_total", topic=m.topic)
+            where = (m.topic, m.key, m.partition)
+            if where in self._misrouted_logged or len(self._misrouted_logged) > 10_000:
+                continue
+            self._misrouted_logged.add(where)
+            log.error(
+                "%s: events of %s arrive on partitions %d and %d; those on %d are rejected "
+                "(two partitioners: publishers must use murmur2, see docs/publishers.md)",
+                m.topic,
+                m.key,
+                m.owner,
+                m.partition,
+                m.partition,
+            )
 
     async def _wait_for_admin(self, msg: Any) -> bool:
         """The barrier before a path batch; False when the batch was handed back (seeked back) instead."""
@@ -163,6 +216,38 @@ class InputSubscriber:
             await asyncio.sleep(1.0)
         _rewind(msg)
         return False
+
+
+class FailureLog:
+    """Batch failures in the log without a flood: the first with its traceback, then one line a minute
+    while they go on, and one line when a batch succeeds again."""
+
+    def __init__(self, every_s: float = FAILURE_LOG_EVERY_S) -> None:
+        self.every_s = every_s
+        self.failing_since: float | None = None
+        self.count = 0
+        self._last_log = 0.0
+
+    def record(self, exc: BaseException, records: int) -> None:
+        now = time.monotonic()
+        self.count += 1
+        if self.failing_since is None:
+            self.failing_since = self._last_log = now
+            log.error("batch of %d records failed; it will be redelivered", records, exc_info=exc)
+        elif now - self._last_log >= self.every_s:
+            self._last_log = now
+            log.error(
+                "batches keep failing: %d failures in %.0f s; last: %s",
+                self.count,
+                now - self.failing_since,
+                describe(exc),
+            )
+
+    def recovered(self) -> None:
+        if self.failing_since is not None:
+            log.warning("batches succeed again after %d failures", self.count)
+        self.failing_since = None
+        self.count = 0
 
 
 def _rewind(msg: Any) -> None:

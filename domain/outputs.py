@@ -146,29 +146,43 @@ _BASE64 = {"pattern": "^[A-Za-z0-9+/]*={0,2}$", "contentEncoding": "base64"}
 Base64 = Annotated[str | None, WithJsonSchema({"anyOf": [{"type": "string", **_BASE64}, {"type": "null"}]})]
 Header = Annotated[
     tuple[str, str | None],
-    Field(description="[key, value as text (bytes that are not UTF-8 escaped as \\xNN) or null]"),
+    Field(
+        description="[key, value as text (bytes that are not UTF-8 escaped as \\xNN: exact in headers_base64) or null]"
+    ),
+]
+HeaderBase64 = Annotated[
+    tuple[str, str | None],
+    Field(description="[key in base64, value in base64 or null]"),
 ]
 
 
 class Rejected(_Versioned):
     """A message of ``session-mgmt.rejected`` (key: the input's key): an input that was rejected, why, and
-    the original (key, value and headers) with where it came from. The Kafka record keeps the original
-    key and headers and adds a ``session-tally-reason`` header."""
+    the original (key, value and headers: as text when UTF-8, else base64; each cut to its first 64 KiB
+    with its full size) with where it came from. The Kafka record has the original key (its first
+    64 KiB), the original headers when they are UTF-8 and fit, and a ``session-tally-reason`` header."""
 
     reason: Reason = Field(description="the first check that failed (contract section 7)")
     detail: str = Field(description="what exactly failed, for people")
     event_id: str | None = Field(description="the event_id when the message has one that is a JSON string")
     rejected_at: UtcInstant
     source: RejectedSource
-    key: str | None = Field(description="the input's key as text (UTF-8), else null")
+    key: str | None = Field(description="the input's key as text when it is UTF-8 (its first 64 KiB), else null")
     key_base64: Base64 = Field(description="the input's key in base64 when it is not UTF-8, else null")
-    headers: list[Header] = Field(description="the input's headers")
-    original: str | None = Field(description="the input's value as text when it is UTF-8 (and not too_large)")
+    key_bytes: int | None = Field(ge=0, description="the size of the key; null for a message without one")
+    key_truncated: bool = Field(description="true when the key fields hold only its first 64 KiB")
+    headers: list[Header] = Field(description="the input's headers (their first 64 KiB in all)")
+    headers_base64: list[HeaderBase64] | None = Field(
+        description="the same headers byte for byte when one key or value is not UTF-8, else null"
+    )
+    headers_bytes: int = Field(ge=0, description="the size of all header keys and values")
+    headers_truncated: bool = Field(description="true when the headers were cut to their first 64 KiB")
+    original: str | None = Field(description="the input's value as text when it is UTF-8 (its first 64 KiB)")
     original_base64: Base64 = Field(
-        description="the value in base64 when it is not UTF-8 or too large (then its first 64 KiB)"
+        description="the value in base64 when it is not UTF-8 (its first 64 KiB), else null"
     )
     original_bytes: int | None = Field(ge=0, description="the size of the value; null for a message without one")
-    original_truncated: bool = Field(description="true when original_base64 holds only the first 64 KiB")
+    original_truncated: bool = Field(description="true when the value fields hold only its first 64 KiB")
 
 
 class ReplayRejection(_Out):

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ARRAY, BigInteger, Integer, any_, bindparam, delete, select, text
+from sqlalchemy import ARRAY, BigInteger, Integer, any_, bindparam, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from producers.kafka_client import throttle_metadata_updates
 from storage import tables as T
-from storage.messages import LANES, decode_headers
+from storage.messages import LANES, REJECTED, load_headers, without_original
 
 log = logging.getLogger("session_tally.relay")
 
@@ -42,6 +43,7 @@ class Relay:
         self._wake = asyncio.Event()
         self._stopping = False
         self.published = 0
+        self.last_published_at = time.monotonic()
 
     @classmethod
     def for_settings(cls, engine: AsyncEngine, settings: Any, metrics: Any = None) -> Relay:
@@ -119,7 +121,7 @@ class Relay:
                 return 0  # other relays are publishing these lanes
             rows = (
                 await conn.execute(
-                    select(o.c.id, o.c.topic, o.c.key, o.c.value, o.c.headers)
+                    select(o.c.id, o.c.lane, o.c.topic, o.c.key, o.c.value, o.c.headers)
                     .where(o.c.lane == any_(bindparam("lanes", got, type_=ARRAY(Integer))))
                     .order_by(o.c.id)
                     .limit(ROWS_PER_ROUND)
@@ -127,19 +129,97 @@ class Relay:
             ).all()
             if not rows:
                 return 0
-            send = self.producer.send
-            futures = []
-            for r in rows:
-                headers = decode_headers(r.headers) if r.headers else None
-                futures.append(await send(self.topics[r.topic], r.value, key=r.key, headers=headers))
-            await asyncio.gather(*futures)
-            await conn.execute(
-                delete(o).where(o.c.id == any_(bindparam("ids", [r.id for r in rows], type_=ARRAY(BigInteger))))
-            )
-        self.published += len(rows)
+            outcomes = await self._send_all(rows)
+            done, dead, replaced = sort_outcomes(rows, outcomes)
+            if done or dead:
+                await conn.execute(
+                    delete(o).where(
+                        o.c.id == any_(bindparam("ids", done + [r.id for r, _ in dead], type_=ARRAY(BigInteger)))
+                    )
+                )
+            for row, error in dead:
+                await self._keep_dead(conn, row, error)
+            for row, value in replaced:
+                await conn.execute(update(o).where(o.c.id == row.id).values(value=value, headers=None))
+        published = len(done)
+        self.published += published
         if self.metrics is not None:
-            self.metrics.inc("session_tally_published_messages_total", len(rows))
-        return len(rows)
+            self.metrics.inc("session_tally_published_messages_total", published)
+            if dead:
+                self.metrics.inc("session_tally_relay_dead_rows_total", len(dead))
+        if published:
+            self.last_published_at = time.monotonic()
+        return published + len(dead) + len(replaced)
+
+    async def _send_all(self, rows: list[Any]) -> list[BaseException | None]:
+        """Send every row (one Kafka round trip for all); per row None (acknowledged) or its error."""
+        send = self.producer.send
+        futures: list[Any] = []
+        for r in rows:
+            try:
+                futures.append(
+                    await send(self.topics[r.topic], r.value, key=r.key, headers=load_headers(r.headers) or None)
+                )
+            except Exception as exc:  # refused before sending (too large for the producer, say)
+                futures.append(exc)
+        pending = [f for f in futures if not isinstance(f, BaseException)]
+        results = iter(await asyncio.gather(*pending, return_exceptions=True))
+        return [f if isinstance(f, BaseException) else _error_or_none(next(results)) for f in futures]
+
+    async def _keep_dead(self, conn: Any, row: Any, error: BaseException) -> None:
+        """A row Kafka will never take: kept in ``outbox_dead`` with the error (never dropped silently)."""
+        log.error("outbox row %d (%s) cannot be published (%s): moved to outbox_dead", row.id, row.topic, error)
+        await conn.execute(
+            T.outbox_dead.insert().values(
+                id=row.id, topic=row.topic, key=row.key, value=row.value, headers=row.headers, error=str(error)[:1000]
+            )
+        )
+
+
+def _error_or_none(result: Any) -> BaseException | None:
+    return result if isinstance(result, BaseException) else None
+
+
+def is_permanent(error: BaseException) -> bool:
+    """A Kafka error that retrying will not cure (aiokafka marks the others ``retriable``)."""
+    from aiokafka.errors import KafkaError
+
+    if isinstance(error, KafkaError):
+        return not error.retriable and not isinstance(error, _transient_kafka_errors())
+    return not isinstance(error, OSError | asyncio.TimeoutError)
+
+
+def _transient_kafka_errors() -> tuple[type[BaseException], ...]:
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError
+
+    return (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError)
+
+
+def sort_outcomes(
+    rows: list[Any], outcomes: list[BaseException | None]
+) -> tuple[list[int], list[tuple[Any, BaseException]], list[tuple[Any, bytes]]]:
+    """Which rows to delete (acknowledged), to keep as dead (a permanent error) and to replace (a rejected
+    message too large for the topic: published again without its original, which it names).
+
+    Per lane, rows stay in order: after a row that failed for a transient reason, nothing more of its lane
+    is deleted this round (it is all sent again, in order; consumers keep the highest version)."""
+    done: list[int] = []
+    dead: list[tuple[Any, BaseException]] = []
+    replaced: list[tuple[Any, bytes]] = []
+    blocked: set[int] = set()
+    for row, error in zip(rows, outcomes, strict=True):
+        if row.lane in blocked:
+            continue
+        if error is None:
+            done.append(row.id)
+        elif not is_permanent(error):
+            blocked.add(row.lane)
+        elif row.topic == REJECTED and b'"original_removed"' not in row.value:
+            replaced.append((row, without_original(row.value, error)))
+            blocked.add(row.lane)
+        else:
+            dead.append((row, error))
+    return done, dead, replaced
 
 
 assert LANES <= 64

@@ -42,7 +42,7 @@ class Producers:
         topics = settings.topics
         self.settings = settings
         self.engine = engine
-        self.uow = UnitOfWork(engine, topics.admin_events, clock)
+        self.uow = UnitOfWork(engine, topics.admin_events, clock, topics.path_events)
         self.relay = Relay.for_settings(engine, settings, metrics)
         self.sweeper = ClockSweeper(self.uow, self.relay.wake, metrics)
         self.own_offsets = offsets is None

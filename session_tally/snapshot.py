@@ -68,6 +68,9 @@ async def read_records(bootstrap: str, topic: str, timeout_s: float = 60.0) -> l
 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from consumers.tolerant_records import install
+
+    install()  # records whose header keys are not UTF-8 are read too
     partitions = await topic_partitions(bootstrap, topic, timeout_s)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()

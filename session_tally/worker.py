@@ -60,6 +60,7 @@ async def run_worker(
     from consumers.barrier import AdminBarrier
     from consumers.kafka_offsets import EndOffsets, Progress
     from consumers.subscriber import InputSubscriber
+    from consumers.tolerant_records import install as read_any_bytes
     from session_tally.metrics import HttpEndpoint, Metrics
     from session_tally.producers_runtime import Producers
     from session_tally.topics import ensure_topics
@@ -67,6 +68,7 @@ async def run_worker(
     from storage.db import async_engine, upgrade
     from storage.unit_of_work import UnitOfWork
 
+    read_any_bytes()  # a header key that is not UTF-8 must not stop a partition (consumers/tolerant_records.py)
     revision = await asyncio.to_thread(upgrade, settings.database_url, settings.db_schema)
     log.info("database schema %s at revision %s", settings.db_schema, revision)
     for mismatch in await ensure_topics(settings.kafka_bootstrap_servers, settings.topics, settings.input_partitions):
@@ -75,7 +77,7 @@ async def run_worker(
     metrics = Metrics()
     engine = async_engine(settings.database_url, settings.db_schema, pool_size=options.pool_size)
     clock = build_clock(options.clock)
-    uow = UnitOfWork(engine, settings.topics.admin_events, clock)
+    uow = UnitOfWork(engine, settings.topics.admin_events, clock, settings.topics.path_events)
     topics = settings.topics
     offsets = EndOffsets(settings.kafka_bootstrap_servers)
     barrier = AdminBarrier(Progress(offsets, uow.applied_offsets, (topics.admin_events,)), metrics)

@@ -20,7 +20,8 @@ from domain.tally import meeting_document
 from domain.timefmt import format_instant
 
 LANES = 16
-MAX_ORIGINAL_BYTES = 64 * 1024  # a too_large original is kept up to this size (and flagged truncated)
+MAX_ORIGINAL_BYTES = 64 * 1024  # key, value and headers of a rejected input are each kept up to this size
+MAX_REJECTED_BYTES = 512 * 1024  # a rejected message above this keeps base64 forms only (never above ~400 KiB)
 TALLIES = "tallies"
 STATUSES = "statuses"
 REJECTED = "rejected"
@@ -46,10 +47,7 @@ class OutboxRow:
     topic: str  # logical: tallies | statuses | rejected
     key: bytes | None
     value: bytes
-    headers: list[list[str | None]] | None = None
-
-    def as_params(self) -> dict[str, Any]:
-        return {"lane": self.lane, "topic": self.topic, "key": self.key, "value": self.value, "headers": self.headers}
+    headers: tuple[tuple[str, bytes | None], ...] | None = None  # Kafka headers of the message
 
 
 def lane_of(key: bytes | None) -> int:
@@ -77,27 +75,87 @@ def status_row(
     return OutboxRow(lane_of(key), STATUSES, key, _dumps(doc))
 
 
-def _text_or_base64(raw: bytes | None) -> tuple[str | None, str | None]:
-    if raw is None:
-        return None, None
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _utf8(raw: bytes) -> str | None:
     try:
-        return raw.decode("utf-8"), None
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
-        return None, base64.b64encode(raw).decode("ascii")
+        return None
+
+
+def _cut(raw: bytes, limit: int) -> bytes:
+    """The first ``limit`` bytes, without a UTF-8 sequence split at the end when the bytes are UTF-8."""
+    if len(raw) <= limit:
+        return raw
+    cut = raw[:limit]
+    for back in range(4):  # a UTF-8 character is at most 4 bytes: drop a partial one at the end
+        if _utf8(cut[: len(cut) - back]) is not None:
+            return cut[: len(cut) - back]
+    return cut
+
+
+def _key_bytes(key: str) -> bytes:
+    """A header key's bytes (a key that was not UTF-8 was read ``surrogateescape``: its bytes come back)."""
+    return key.encode("utf-8", "surrogateescape")
+
+
+def _headers_fields(headers: Sequence[tuple[str, bytes | None]]) -> dict[str, Any]:
+    """The rejected message's header fields: as text, exactly in base64 when any is not UTF-8, their full
+    size, and cut to :data:`MAX_ORIGINAL_BYTES` in all (whole headers in order, the last one cut)."""
+    raw = [(_key_bytes(k), v) for k, v in headers]
+    total = sum(len(k) + len(v or b"") for k, v in raw)
+    kept: list[tuple[bytes, bytes | None]] = []
+    budget = MAX_ORIGINAL_BYTES
+    for k, v in raw:
+        if budget <= 0:
+            break
+        k = _cut(k, budget)
+        budget -= len(k)
+        if v is not None:
+            v = _cut(v, max(budget, 0))
+            budget -= len(v)
+        kept.append((k, v))
+    texts = [[_utf8(k), None if v is None else _utf8(v)] for k, v in kept]
+    exact = all(t[0] is not None and (v is None or t[1] is not None) for t, (_k, v) in zip(texts, kept, strict=True))
+    return {
+        "headers": [
+            [t[0] if t[0] is not None else k.decode("utf-8", "backslashreplace"), t[1] if v is None or t[1] is not None
+             else v.decode("utf-8", "backslashreplace")]
+            for t, (k, v) in zip(texts, kept, strict=True)
+        ],
+        "headers_base64": None if exact else [[_b64(k), None if v is None else _b64(v)] for k, v in kept],
+        "headers_bytes": total,
+        "headers_truncated": len(kept) < len(raw) or total > MAX_ORIGINAL_BYTES,
+    }  # fmt: skip
+
+
+def _bytes_fields(name: str, raw: bytes | None, text_name: str, size_name: str) -> dict[str, Any]:
+    """``text_name`` (UTF-8 text, else null), ``<name>_base64`` (when not UTF-8), the full size and whether
+    it was cut to :data:`MAX_ORIGINAL_BYTES`."""
+    if raw is None:
+        return {text_name: None, f"{name}_base64": None, size_name: None, f"{name}_truncated": False}
+    cut = _cut(raw, MAX_ORIGINAL_BYTES)
+    text = _utf8(cut)
+    return {
+        text_name: text,
+        f"{name}_base64": None if text is not None else _b64(cut),
+        size_name: len(raw),
+        f"{name}_truncated": len(cut) < len(raw),
+    }
 
 
 def rejected_row(source: SourceRecord, event_id: str | None, reason: str, detail: str, at: int) -> OutboxRow:
-    """A rejected input: reason, detail, the original bytes, key and headers, and where it came from."""
-    value = source.value
-    truncated = value is not None and len(value) > MAX_ORIGINAL_BYTES
-    if truncated:
-        assert value is not None
-        original, original_b64 = None, base64.b64encode(value[:MAX_ORIGINAL_BYTES]).decode("ascii")
-    else:
-        original, original_b64 = _text_or_base64(value)
-    key_text, key_b64 = _text_or_base64(source.key)
-    headers = headers_doc(source.headers)
-    doc = {
+    """A rejected input: reason, detail, the original key, value and headers, and where it came from.
+
+    Bytes are kept exactly: as text when they are UTF-8, else in base64. Key, value and headers are each
+    cut to their first 64 KiB (with their full sizes), so that a rejection always fits the topic
+    (SPEC section 3). The Kafka record carries the original headers (when they are UTF-8 and fit) and a
+    ``session-tally-reason`` header."""
+    headers = _headers_fields(source.headers)
+    doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "reason": reason,
         "detail": detail,
@@ -109,23 +167,48 @@ def rejected_row(source: SourceRecord, event_id: str | None, reason: str, detail
             "offset": source.offset,
             "timestamp_ms": source.timestamp_ms,
         },
-        "key": key_text,
-        "key_base64": key_b64,
-        "headers": headers,
-        "original": original,
-        "original_base64": original_b64,
-        "original_bytes": None if value is None else len(value),
-        "original_truncated": truncated,
+        **_bytes_fields("key", source.key, "key", "key_bytes"),
+        **headers,
+        **_bytes_fields("original", source.value, "original", "original_bytes"),
     }
-    out_headers = [*headers, [REASON_HEADER, reason]]
-    return OutboxRow(lane_of(source.key), REJECTED, source.key, _dumps(doc), out_headers)
+    value = _dumps(doc)
+    if len(value) > MAX_REJECTED_BYTES:  # text escaped as \uXXXX can grow 6-fold: keep the base64 forms
+        for name, text_name in (("original", "original"), ("key", "key")):
+            if doc[text_name] is not None:
+                doc[f"{name}_base64"] = _b64(doc[text_name].encode("utf-8"))
+                doc[text_name] = None
+        value = _dumps(doc)
+    key = None if source.key is None else _cut(source.key, MAX_ORIGINAL_BYTES)
+    exact = headers["headers_base64"] is None and not headers["headers_truncated"]
+    out_headers = [*(source.headers if exact else ()), (REASON_HEADER, reason.encode())]
+    return OutboxRow(lane_of(key), REJECTED, key, value, tuple(out_headers))
 
 
-def headers_doc(headers: Sequence[tuple[str, bytes | None]]) -> list[list[str | None]]:
-    """Kafka headers as JSON: ``[[key, value-as-text or null], ...]`` (bytes that are not UTF-8 escaped)."""
-    return [[k, None if v is None else v.decode("utf-8", "backslashreplace")] for k, v in headers]
+def without_original(value: bytes, error: BaseException) -> bytes:
+    """A rejected message that the topic refused (smaller ``max.message.bytes`` than the 1 MB default,
+    say), again without the original's key, value and headers: what it was and why stays, with the
+    sizes, and ``original_removed`` says why the rest is gone."""
+    doc = json.loads(value)
+    for field in ("key", "key_base64", "headers_base64", "original", "original_base64"):
+        if field in doc:
+            doc[field] = None
+    doc["headers"] = []
+    doc["original_removed"] = f"the rejected message was refused by Kafka ({type(error).__name__})"
+    return _dumps(doc)
 
 
-def decode_headers(headers: Sequence[Sequence[str | None]] | None) -> list[tuple[str, bytes | None]]:
-    """The inverse of :func:`headers_doc` (for parked copies and outbox rows)."""
-    return [(str(k), None if v is None else v.encode("utf-8")) for k, v in headers or ()]
+def store_headers(headers: Sequence[tuple[str, bytes | None]]) -> dict[str, Any]:
+    """Kafka headers as a JSON document PostgreSQL can store whatever their bytes (base64 pairs)."""
+    return {"b64": [[_b64(_key_bytes(k)), None if v is None else _b64(v)] for k, v in headers]}
+
+
+def load_headers(doc: Any) -> list[tuple[str, bytes | None]]:
+    """The inverse of :func:`store_headers`; also reads the older ``[[key, text], ...]`` rows."""
+    if not doc:
+        return []
+    if isinstance(doc, dict):
+        return [
+            (base64.b64decode(k).decode("utf-8", "surrogateescape"), None if v is None else base64.b64decode(v))
+            for k, v in doc["b64"]
+        ]
+    return [(str(k), None if v is None else str(v).encode("utf-8")) for k, v in doc]

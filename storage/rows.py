@@ -95,7 +95,7 @@ def _meeting_from_row(r: Any) -> Meeting:
 
 
 def source_from_parked_row(r: Any) -> M.SourceRecord:
-    return M.SourceRecord(r.topic, r.partition, r.offset, r.key, r.value, tuple(M.decode_headers(r.headers)))
+    return M.SourceRecord(r.topic, r.partition, r.offset, r.key, r.value, tuple(M.load_headers(r.headers)))
 
 
 @dataclass
@@ -376,7 +376,13 @@ class Loaded:
                     "outbox",
                     ("lane", "topic", "key", "value", "headers"),
                     [
-                        (r.lane, r.topic, r.key, r.value, None if r.headers is None else json.dumps(r.headers))
+                        (
+                            r.lane,
+                            r.topic,
+                            r.key,
+                            r.value,
+                            None if r.headers is None else json.dumps(M.store_headers(r.headers)),
+                        )
                         for r in self.outbox
                     ],
                 )
@@ -502,7 +508,7 @@ def _program_row(p: Program) -> tuple[Any, ...]:
 
 def _parked_row(item: ParkedEvent) -> tuple[Any, ...]:
     src: M.SourceRecord = item.ref
-    headers = M.headers_doc(src.headers)
+    headers = M.store_headers(src.headers)
     return (
         item.wait_kind,
         item.wait_key,

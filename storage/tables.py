@@ -123,6 +123,16 @@ consumer_offsets = Table(
     Column("next_offset", BigInteger, nullable=False),
 )
 
+# the partition that the events of each path (path topic) or org (admin topic) arrive on: the first one
+# seen; an event of the same path or org on another partition (two partitioners) is rejected
+partition_keys = Table(
+    "partition_keys",
+    metadata,
+    Column("topic", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("partition", Integer, nullable=False),
+)
+
 outbox = Table(
     "outbox",
     metadata,
@@ -134,6 +144,30 @@ outbox = Table(
     Column("headers", JSONB),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("outbox_lane_id", "lane", "id"),
+)
+
+# outbox rows Kafka refused for good (never dropped silently; an operator decides)
+outbox_dead = Table(
+    "outbox_dead",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("topic", Text, nullable=False),
+    Column("key", LargeBinary),
+    Column("value", LargeBinary, nullable=False),
+    Column("headers", JSONB),
+    Column("error", Text, nullable=False),
+    Column("failed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# what operators did with session-tally's commands (skipped offsets, re-driven rejections, resets)
+operator_audit = Table(
+    "operator_audit",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("action", Text, nullable=False),
+    Column("detail", JSONB, nullable=False),
+    Column("operator", Text, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 admin_audit = Table(

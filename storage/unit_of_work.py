@@ -41,10 +41,13 @@ from domain.engine import REJECTED, decode, dedup_id, expire_parked, process_dec
 from storage import messages as M
 from storage import tables as T
 from storage.rows import LOCAL_SEQ_BASE, Loaded, _any
+from storage.screening import Misrouted, Screen
 
 log = logging.getLogger("session_tally.storage")
 
-RETRYABLE_SQLSTATES = {"40001", "40P01", "23505"}  # serialization failure, deadlock, unique violation
+# serialization failure, deadlock, unique violation, lock_timeout (a lock held by a frozen worker: its
+# session ends after idle_in_transaction_session_timeout, see storage/db.py)
+RETRYABLE_SQLSTATES = {"40001", "40P01", "23505", "55P03"}
 MAX_ATTEMPTS = 8
 
 
@@ -68,6 +71,7 @@ class Report:
     tallies: int = 0
     outbox_rows: int = 0
     attempts: int = 1
+    misrouted: list[Misrouted] = field(default_factory=list)  # keys seen on a second partition
 
 
 @dataclass
@@ -119,16 +123,19 @@ def _retryable(exc: DBAPIError) -> bool:
 class UnitOfWork:
     """Runs the engine against PostgreSQL. ``clock()`` gives the current time in µs since the epoch."""
 
-    def __init__(self, engine: AsyncEngine, admin_topic: str, clock: Callable[[], int]) -> None:
+    def __init__(
+        self, engine: AsyncEngine, admin_topic: str, clock: Callable[[], int], path_topic: str | None = None
+    ) -> None:
         self.engine = engine
-        self.admin_topic = admin_topic
         self.clock = clock
+        self.screen = Screen(admin_topic, path_topic)
 
     async def _transaction(self, work: Callable[[AsyncConnection], Any]) -> Any:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 async with self.engine.begin() as conn:
                     result = await work(conn)
+                self.screen.committed()
                 if isinstance(result, Report):
                     result.attempts = attempt
                 return result
@@ -148,6 +155,31 @@ class UnitOfWork:
         expects, unless ``accept_gaps`` (the caller already went back once and Kafka has nothing in
         between: offsets taken by transaction markers, say)."""
         return await self._transaction(lambda conn: self._batch(conn, records, (), accept_gaps))  # type: ignore[no-any-return]
+
+    async def reject_records(self, records: Sequence[M.SourceRecord], reason: str, detail: str) -> Report:
+        """Reject these records as they are (no state change, no event id remembered) and move their
+        partitions' offsets past them: for a record that cannot be processed (consumers.isolation) or
+        that an operator skips (``session-tally offsets skip``)."""
+
+        async def work(conn: AsyncConnection) -> Report:
+            fresh = await self._claim_offsets(conn, list(records), accept_gaps=True)
+            loaded = Loaded()
+            now = self.clock()
+            for rec in fresh:
+                event_id = None
+                try:
+                    event_id, _ = decode(rec.value)
+                except Exception:  # the record failed once already; its id is only informative
+                    event_id = None
+                loaded.outbox.append(M.rejected_row(rec, event_id, reason, detail, now))
+            await loaded.flush(conn)
+            await self._advance_offsets(conn, fresh)
+            report = Report(records=len(records), redelivered=len(records) - len(fresh))
+            report.outcomes["rejected"] = len(fresh)
+            report.outbox_rows = len(loaded.outbox)
+            return report
+
+        return await self._transaction(work)  # type: ignore[no-any-return]
 
     async def release_ready(self, limit: int = 200) -> Report:
         """Safety net: retry waiting events whose program or meeting exists (normally they are retried
@@ -188,6 +220,8 @@ class UnitOfWork:
 
         # records are applied in the order the batch gives them (per partition: the partition's order)
         decoded = [(rec, *decode(rec.value)) for rec in fresh]
+        if decoded:
+            decoded, report.misrouted = await self.screen.run(conn, decoded)
         keys = _Keys()
         for _rec, event_id, event in decoded:
             seen_id = dedup_id(event_id, event)

@@ -146,7 +146,7 @@ def output_examples() -> dict[str, dict[str, Any]]:
     rejected = M.rejected_row(source, rejection.event_id, rejection.reason or "", rejection.detail, at)
 
     def message(row: M.OutboxRow) -> dict[str, Any]:
-        headers = {k: v for k, v in row.headers or ()}
+        headers = {k: (v or b"").decode("utf-8", "backslashreplace") for k, v in row.headers or ()}
         return {"key": (row.key or b"").decode(), "headers": headers, "payload": json.loads(row.value)}
 
     return {
