@@ -58,16 +58,17 @@ async def run_worker(
     from sqlalchemy import func, select, text
 
     from consumers.subscriber import InputSubscriber
+    from producers.kafka_access import faststream_security
     from session_tally.metrics import HttpEndpoint, Metrics
     from session_tally.producers_runtime import Producers
-    from session_tally.topics import ensure_topics
+    from session_tally.topics import prepare_topics
     from storage import tables as T
     from storage.db import async_engine, upgrade
     from storage.unit_of_work import UnitOfWork
 
     revision = await asyncio.to_thread(upgrade, settings.database_url, settings.db_schema)
     log.info("database schema %s at revision %s", settings.db_schema, revision)
-    for mismatch in await ensure_topics(settings.kafka_bootstrap_servers, settings.topics, settings.input_partitions):
+    for mismatch in await prepare_topics(settings):  # creates missing topics unless told not to
         log.warning("topic mismatch: %s", mismatch)  # missing topics were created; a mismatch is only reported
 
     metrics = Metrics()
@@ -89,7 +90,10 @@ async def run_worker(
     admin_subscriber = InputSubscriber(uow, committed, metrics, min(500, options.max_records), options.batch_timeout_ms)
     path_subscriber = InputSubscriber(uow, committed, metrics, options.max_records, options.batch_timeout_ms)
     broker = KafkaBroker(
-        settings.kafka_bootstrap_servers, graceful_timeout=options.graceful_timeout_s, log_level=logging.DEBUG
+        settings.kafka.servers(),  # a list: one string would be taken as one host
+        graceful_timeout=options.graceful_timeout_s,
+        log_level=logging.DEBUG,
+        security=faststream_security(settings.kafka),  # TLS/SASL as every other client of the project
     )
     instance = options.instance_id
     admin_subscriber.register(
