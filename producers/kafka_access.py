@@ -62,9 +62,10 @@ class KafkaSecurity:
             raise KafkaSettingsError(f"KAFKA_SECURITY_PROTOCOL={self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
         if self.uses_sasl:
             if self.sasl_mechanism not in MECHANISMS:
+                given = " is not set" if not self.sasl_mechanism else f"={self.sasl_mechanism!r} is not supported"
                 raise KafkaSettingsError(
-                    f"KAFKA_SASL_MECHANISM={self.sasl_mechanism!r} is not one of {', '.join(MECHANISMS)} "
-                    f"(needed with KAFKA_SECURITY_PROTOCOL={self.protocol})"
+                    f"KAFKA_SASL_MECHANISM{given}: with KAFKA_SECURITY_PROTOCOL={self.protocol} it must be one of "
+                    f"{', '.join(MECHANISMS)}"
                 )
             if not self.sasl_username or self.sasl_password is None:
                 raise KafkaSettingsError(
