@@ -9,6 +9,11 @@ Layout (``S`` is the services directory, ``C`` the user cache):
   own stdout/stderr) and ``S/kafka/kafka.pid``.
 
 The broker listens on 127.0.0.1:9092 (clients) and 127.0.0.1:9093 (controller) only.
+
+The same class runs the other local brokers the tests need, from a :class:`NodeConfig` (ports,
+listeners, node id, voters, replication, extra properties) in ``S/<name>/``: a private single node on
+free ports (tests/integration/faults.py), the nodes of a cluster (``kafka_cluster.py``) and a broker
+with TLS/SASL listeners only (``kafka_tls.py``).
 """
 
 from __future__ import annotations
