@@ -22,9 +22,9 @@ REQUEST_TIMEOUT_S = 10.0  # aiokafka's end_offsets can block for ever on a parti
 class EndOffsets:
     """``await ends(topic)`` -> ``{partition: end offset}`` of every partition of the topic."""
 
-    def __init__(self, bootstrap: str, client_options: dict[str, Any] | None = None) -> None:
-        self.bootstrap = bootstrap
-        self.client_options = dict(client_options or {})
+    def __init__(self, client_options: dict[str, Any]) -> None:
+        """``client_options``: aiokafka's connection arguments (``bootstrap_servers``, TLS, SASL)."""
+        self.client_options = dict(client_options)
         self._consumer: Any = None
         self._partitions: dict[str, tuple[float, list[Any]]] = {}  # topic -> (read at, TopicPartitions)
         self._probe: Any = None  # a second consumer, for has_records()
@@ -33,7 +33,7 @@ class EndOffsets:
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.client_options)
+        consumer = AIOKafkaConsumer(enable_auto_commit=False, **self.client_options)
         await consumer.start()
         self._consumer = consumer
 
@@ -80,7 +80,6 @@ class EndOffsets:
 
                 install()
                 self._probe = AIOKafkaConsumer(
-                    bootstrap_servers=self.bootstrap,
                     enable_auto_commit=False,
                     auto_offset_reset="earliest",
                     **self.client_options,

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import ARRAY, BigInteger, Integer, any_, bindparam, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from producers.kafka_access import KafkaTarget, kafka_options
 from producers.kafka_client import throttle_metadata_updates
 from storage import tables as T
 from storage.messages import LANES, REJECTED, load_headers, without_original
@@ -34,7 +35,9 @@ ROWS_PER_ROUND = 10000
 class Relay:
     """Publishes the outbox. ``topics`` maps logical topics (tallies/statuses/rejected) to Kafka topics."""
 
-    def __init__(self, engine: AsyncEngine, bootstrap: str, topics: Mapping[str, str], metrics: Any = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, bootstrap: KafkaTarget, topics: Mapping[str, str], metrics: Any = None
+    ) -> None:
         self.engine = engine
         self.bootstrap = bootstrap
         self.topics = dict(topics)
@@ -50,13 +53,13 @@ class Relay:
         """A relay to the output topics of ``settings`` (a ``session_tally.config.Settings``)."""
         t = settings.topics
         names = {"tallies": t.path_tallies, "statuses": t.meeting_statuses, "rejected": t.rejected}
-        return cls(engine, settings.kafka_bootstrap_servers, names, metrics)
+        return cls(engine, settings.kafka, names, metrics)
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaProducer
 
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
+            **kafka_options(self.bootstrap),
             enable_idempotence=True,
             acks="all",
             linger_ms=5,

@@ -65,6 +65,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from producers.kafka_access import KafkaTarget, kafka_options
 from session_tally.config import Settings, Topics
 
 READY_PREFIX = "session-tally worker ready: "
@@ -278,17 +279,17 @@ class TopicEdges:
     last_ts: int | None = None  # ms
 
 
-async def _topic_partitions(bootstrap: str, topic: str) -> list[int]:
+async def _topic_partitions(bootstrap: KafkaTarget, topic: str) -> list[int]:
     from session_tally.snapshot import topic_partitions
 
     return await topic_partitions(bootstrap, topic, 30.0)
 
 
-async def topic_edges(bootstrap: str, topics: Sequence[str], timeout_s: float = 60.0) -> TopicEdges:
+async def topic_edges(bootstrap: KafkaTarget, topics: Sequence[str], timeout_s: float = 60.0) -> TopicEdges:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     tps = [TopicPartition(t, p) for t in topics for p in await _topic_partitions(bootstrap, t)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_options(bootstrap), enable_auto_commit=False)
     await consumer.start()
     edges = TopicEdges()
     try:
@@ -325,14 +326,14 @@ async def topic_edges(bootstrap: str, topics: Sequence[str], timeout_s: float = 
         await consumer.stop()
 
 
-async def consume_all(bootstrap: str, topics: Sequence[str], progress: Progress) -> tuple[int, int, float]:
+async def consume_all(bootstrap: KafkaTarget, topics: Sequence[str], progress: Progress) -> tuple[int, int, float]:
     """Read every record of ``topics`` from the beginning with a plain consumer that does nothing else;
     returns (records, bytes, seconds), timed from the first fetch to the last record."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     tps = [TopicPartition(t, p) for t in topics for p in await _topic_partitions(bootstrap, t)]
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka_options(bootstrap),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=2 * 1024 * 1024,  # as the worker's subscriber
@@ -364,7 +365,7 @@ async def consume_all(bootstrap: str, topics: Sequence[str], progress: Progress)
         await consumer.stop()
 
 
-async def read_records(bootstrap: str, topic: str) -> list[tuple[bytes | None, int, bytes]]:
+async def read_records(bootstrap: KafkaTarget, topic: str) -> list[tuple[bytes | None, int, bytes]]:
     """Every record of ``topic`` up to its end offsets now: (key, timestamp ms, value)."""
     from session_tally.snapshot import read_records as read_all
 
@@ -380,14 +381,16 @@ def _family(group_ids: Sequence[str], group: str) -> list[str]:
     return sorted(g for g in group_ids if g == group or g.startswith(group + "."))
 
 
-async def wait_group_settled(bootstrap: str, group: str, topics: Sequence[str], timeout_s: float = 90.0) -> None:
+async def wait_group_settled(
+    bootstrap: KafkaTarget, group: str, topics: Sequence[str], timeout_s: float = 90.0
+) -> None:
     """Wait until the workers' consumer groups (``group`` and the ones derived from it) are Stable, every
     partition of ``topics`` is assigned and the members have not changed for a second."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
     wanted = {(t, p) for t in topics for p in await _topic_partitions(bootstrap, t)}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(bootstrap))
     await admin.start()
     try:
         deadline = time.monotonic() + timeout_s
@@ -418,12 +421,12 @@ async def wait_group_settled(bootstrap: str, group: str, topics: Sequence[str], 
         await admin.close()
 
 
-async def wait_leaders(bootstrap: str, topics: Sequence[str], timeout_s: float = 30.0) -> None:
+async def wait_leaders(bootstrap: KafkaTarget, topics: Sequence[str], timeout_s: float = 30.0) -> None:
     """Wait until every partition of just-created ``topics`` has a leader (else the first sends are retried
     with NotLeaderForPartition, which would be timed)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(bootstrap))
     await admin.start()
     try:
         deadline = time.monotonic() + timeout_s
@@ -443,7 +446,7 @@ async def wait_leaders(bootstrap: str, topics: Sequence[str], timeout_s: float =
     # a leader in the metadata may not serve yet: ListOffsets answers only once it does
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_options(bootstrap), enable_auto_commit=False)
     await consumer.start()
     try:
         await asyncio.wait_for(consumer.end_offsets([TopicPartition(t, p) for t, p in partitions]), timeout_s)
@@ -451,14 +454,14 @@ async def wait_leaders(bootstrap: str, topics: Sequence[str], timeout_s: float =
         await consumer.stop()
 
 
-async def delete_kafka(bootstrap: str, topics: Sequence[str], groups: Sequence[str]) -> list[str]:
+async def delete_kafka(bootstrap: KafkaTarget, topics: Sequence[str], groups: Sequence[str]) -> list[str]:
     """Delete the run's topics and consumer groups (with the groups derived from them, e.g.
     ``<group>.admin``); returns what could not be deleted."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.protocol.admin import DeleteGroupsRequest
 
     problems: list[str] = []
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    admin = AIOKafkaAdminClient(**kafka_options(bootstrap), request_timeout_ms=30_000)
     await admin.start()
     try:
         if topics:
@@ -768,7 +771,7 @@ class PipelineBench:
         self.args = args
         self.counts = counts
         self.settings = Settings.from_env()
-        self.bootstrap = self.settings.kafka_bootstrap_servers
+        self.bootstrap = self.settings.kafka  # bootstrap servers and TLS/SASL
         self.run_id = f"bench{uuid.uuid4().hex[:8]}"
         self.workdir = Path(tempfile.mkdtemp(prefix=f"session-tally-{self.run_id}-"))
         self.progress = Progress()
@@ -783,7 +786,10 @@ class PipelineBench:
 
     def settings_for(self, topics: Topics, schema: str, group: str) -> Settings:
         return Settings(
-            kafka_bootstrap_servers=self.bootstrap,
+            kafka_bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            kafka_security=self.settings.kafka_security,
+            replication_factor=self.settings.replication_factor,
+            min_insync_replicas=self.settings.min_insync_replicas,
             database_url=self.settings.database_url,
             db_schema=schema,
             group_id=group,
@@ -1165,7 +1171,7 @@ def _dist_version(name: str) -> str:
 
 
 async def offer(
-    bootstrap: str,
+    bootstrap: KafkaTarget,
     topics: Topics,
     args: argparse.Namespace,
     pool: WorkerPool,
@@ -1188,7 +1194,7 @@ async def offer(
     )
     total = max(1, int(args.rate * args.latency_seconds))
     names = {"admin": topics.admin_events, "path": topics.path_events}
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(**kafka_options(bootstrap), enable_idempotence=True, acks="all", linger_ms=5)
     await producer.start()
     inputs: list[tuple[bytes, str, int]] = []
     ends: dict[str, int] = {}

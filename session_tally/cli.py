@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from session_tally import kafka_errors
+
+    kafka_errors.install()  # remembers why a Kafka connection failed, for the one-line message
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -72,17 +75,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _unreachable_service(exc: BaseException) -> str | None:
-    """A one-line explanation when ``exc`` says PostgreSQL or Kafka cannot be reached (else None)."""
-    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+    """A one-line explanation when ``exc`` says PostgreSQL or Kafka cannot be reached or used, or that a
+    setting cannot work (else None)."""
     from sqlalchemy.exc import OperationalError
+
+    from session_tally.config import SettingsError
+    from session_tally.kafka_errors import kafka_problem
+    from session_tally.topics import TopicsError
 
     hint = "start the services (`make up`, then `. .services/env`) or set KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL"
     if isinstance(exc, OperationalError):
         first = str(exc.orig or exc).strip().splitlines()[0]
         return f"cannot reach PostgreSQL: {first}; {hint}"
-    if isinstance(exc, KafkaConnectionError | KafkaTimeoutError):
-        return f"cannot reach Kafka: {exc}; {hint}"
-    return None
+    if isinstance(exc, SettingsError | TopicsError):
+        return str(exc)
+    return kafka_problem(exc)
 
 
 if __name__ == "__main__":

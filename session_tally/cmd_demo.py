@@ -46,11 +46,12 @@ def run(args: argparse.Namespace) -> int:
 async def _demo(args: argparse.Namespace) -> int:
     from aiokafka import AIOKafkaConsumer
 
+    from producers.kafka_access import kafka_options
     from session_tally.config import Settings
     from session_tally.topics import ensure_topics
 
     settings = Settings.from_env()
-    mismatches = await ensure_topics(settings.kafka_bootstrap_servers, settings.topics)
+    mismatches = await ensure_topics(settings.kafka, settings.topics)
     for m in mismatches:
         print(f"topic mismatch: {m}", file=sys.stderr)
     logs = Path(os.environ.get("SESSION_TALLY_SERVICES_DIR", ".services"))
@@ -71,7 +72,7 @@ async def _demo(args: argparse.Namespace) -> int:
         settings.topics.path_tallies,
         settings.topics.meeting_statuses,
         settings.topics.rejected,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_options(settings.kafka),
         auto_offset_reset="latest",
         enable_auto_commit=False,
     )

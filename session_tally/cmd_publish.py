@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO, Literal
 
+from producers.kafka_access import KafkaTarget, kafka_options
 from session_tally.config import Settings, Topics
 
 LINE_HEADER = "session-tally-line"
@@ -54,7 +55,7 @@ class Publisher:
     ``async with Publisher(bootstrap, topics) as publisher: ...``.
     """
 
-    def __init__(self, bootstrap: str, topics: Topics, linger_ms: int = 5) -> None:
+    def __init__(self, bootstrap: KafkaTarget, topics: Topics, linger_ms: int = 5) -> None:
         self.bootstrap = bootstrap
         self.names: dict[str, str] = {"admin": topics.admin_events, "path": topics.path_events}
         self.linger_ms = linger_ms
@@ -75,7 +76,7 @@ class Publisher:
         from producers.kafka_client import throttle_metadata_updates
 
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
+            **kafka_options(self.bootstrap),
             enable_idempotence=True,
             acks="all",
             linger_ms=self.linger_ms,
@@ -86,7 +87,10 @@ class Publisher:
             await producer.start()
         except KafkaError as exc:
             await producer.stop()
-            raise PublishError(f"cannot reach Kafka at {self.bootstrap} ({exc})") from exc
+            from session_tally.kafka_errors import kafka_problem
+
+            problem = kafka_problem(exc, self.bootstrap) or f"cannot reach Kafka at {self.bootstrap} ({exc})"
+            raise PublishError(problem) from exc
         self._producer = producer
         try:
             await self._check_topics()
@@ -178,7 +182,7 @@ class Publisher:
 
 
 async def publish_records(
-    bootstrap: str,
+    bootstrap: KafkaTarget,
     topics: Topics,
     records: Iterable[PublishItem],
     progress: Callable[[int], None] | None = None,
@@ -253,10 +257,13 @@ def add_kafka_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def kafka_target(args: argparse.Namespace) -> tuple[str, Topics]:
+def kafka_target(args: argparse.Namespace) -> tuple[KafkaTarget, Topics]:
+    from dataclasses import replace
+
     settings = Settings.from_env()
     topics = settings.topics if args.topic_prefix is None else Topics.from_env(args.topic_prefix)
-    return args.bootstrap or settings.kafka_bootstrap_servers, topics
+    kafka = replace(settings.kafka, bootstrap_servers=args.bootstrap) if args.bootstrap else settings.kafka
+    return kafka, topics
 
 
 def _fail(message: str) -> int:
@@ -264,13 +271,15 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _ensure_topics(bootstrap: str, topics: Topics) -> None:
+def _ensure_topics(bootstrap: KafkaTarget, topics: Topics) -> None:
     """Create missing topics (as `session-tally topics create` does); mismatches are only reported."""
     from session_tally.topics import ensure_topics
 
     try:
         mismatches = asyncio.run(ensure_topics(bootstrap, topics))
     except Exception as exc:  # unreachable broker: publishing reports it with its own message
+        if type(exc).__name__ in {"KafkaConnectionError", "KafkaTimeoutError"}:
+            return
         print(f"session-tally publish: could not check the topics: {exc}", file=sys.stderr)
         return
     for mismatch in mismatches:

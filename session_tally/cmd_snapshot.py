@@ -36,16 +36,19 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from session_tally.config import Settings, Topics
+    from session_tally.kafka_errors import kafka_problem
     from session_tally.snapshot import read_snapshot
 
     settings = Settings.from_env()
     topics = Topics.from_env(prefix=args.topic_prefix) if args.topic_prefix is not None else settings.topics
-    bootstrap = args.bootstrap or settings.kafka_bootstrap_servers
+    kafka = replace(settings.kafka, bootstrap_servers=args.bootstrap) if args.bootstrap else settings.kafka
     try:
-        doc = asyncio.run(read_snapshot(bootstrap, topics, args.timeout))
+        doc = asyncio.run(read_snapshot(kafka, topics, args.timeout))
     except Exception as exc:
-        print(f"session-tally snapshot: {exc}", file=sys.stderr)
+        print(f"session-tally snapshot: {kafka_problem(exc, kafka) or exc}", file=sys.stderr)
         return 2
     json.dump(doc, sys.stdout, indent=2 if args.pretty else None)
     sys.stdout.write("\n")

@@ -17,6 +17,7 @@ examples:
   session-tally worker
   session-tally worker --clock 2026-06-01T00:00:00Z      # frozen clock: what-if runs and tests
   SESSION_TALLY_GROUP_ID=session-tally session-tally worker --http-port 8085
+  session-tally worker --no-create-topics          # topics are managed elsewhere (a managed cluster)
   curl -s 127.0.0.1:8085/healthz; curl -s 127.0.0.1:8085/metrics
 """
 
@@ -52,6 +53,16 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--instance-id", help="static group membership id (avoids a rebalance on restart)")
     p.add_argument(
+        "--no-create-topics",
+        dest="create_topics",
+        action="store_false",
+        default=None,
+        help=(
+            "never create topics: stop with a message naming the missing ones (default: create them as "
+            "`topics create` does, unless SESSION_TALLY_CREATE_TOPICS=false)"
+        ),
+    )
+    p.add_argument(
         "--producers",
         choices=["process", "in-process"],
         default=os.environ.get("SESSION_TALLY_PRODUCERS") or "in-process",
@@ -86,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         settings = replace(settings, group_id=args.group)
     if args.park_timeout is not None:
         settings = replace(settings, park_timeout_s=args.park_timeout)
+    if args.create_topics is not None:
+        settings = replace(settings, create_topics=args.create_topics)
     clock = parse_instant(args.clock) if args.clock else None
     options = WorkerOptions(
         clock=clock,

@@ -35,6 +35,7 @@ class Producers:
         stopped by the worker); without it the producers start and stop their own."""
         from consumers.horizon import ReadHorizon
         from consumers.kafka_offsets import EndOffsets, Progress
+        from producers.kafka_access import kafka_options
         from producers.clock import ClockSweeper, WaitingJanitor
         from producers.relay import Relay
         from storage.unit_of_work import UnitOfWork
@@ -46,7 +47,7 @@ class Producers:
         self.relay = Relay.for_settings(engine, settings, metrics)
         self.sweeper = ClockSweeper(self.uow, self.relay.wake, metrics)
         self.own_offsets = offsets is None
-        self.offsets = EndOffsets(settings.kafka_bootstrap_servers) if offsets is None else offsets
+        self.offsets = EndOffsets(kafka_options(settings.kafka)) if offsets is None else offsets
         horizon = ReadHorizon(Progress(self.offsets, self.uow.applied_offsets, topics.inputs), self.uow.database_time)
         self.janitor = WaitingJanitor(self.uow, settings.park_timeout_s, horizon, self.relay.wake, metrics)
         self.tasks: list[asyncio.Task[None]] = []

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from producers.kafka_access import KafkaTarget, kafka_options
+
 LINE_HEADER = "session-tally-line"
 MEETING_FIELDS = ("meeting_id", "path_id", "status", "start", "end", "minutes", "disputed")
 _WAITING_REASONS = ("unknown_program", "unknown_meeting")
@@ -61,7 +63,7 @@ def build_document(
     }
 
 
-async def read_records(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[Any]:
+async def read_records(bootstrap: KafkaTarget, topic: str, timeout_s: float = 60.0) -> list[Any]:
     """Every record (aiokafka ``ConsumerRecord``) of ``topic`` from the beginning up to its end offsets
     at call time, partition by partition."""
     import time
@@ -72,7 +74,7 @@ async def read_records(bootstrap: str, topic: str, timeout_s: float = 60.0) -> l
 
     install()  # records whose header keys are not UTF-8 are read too
     partitions = await topic_partitions(bootstrap, topic, timeout_s)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(**kafka_options(bootstrap), enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     deadline = time.monotonic() + timeout_s
     try:
@@ -99,20 +101,20 @@ async def read_records(bootstrap: str, topic: str, timeout_s: float = 60.0) -> l
 
 
 async def read_topic(
-    bootstrap: str, topic: str, timeout_s: float = 60.0
+    bootstrap: KafkaTarget, topic: str, timeout_s: float = 60.0
 ) -> list[tuple[bytes, list[tuple[str, bytes]]]]:
     """Every message of ``topic`` up to its end offsets now: (value, headers)."""
     return [(r.value, list(r.headers or ())) for r in await read_records(bootstrap, topic, timeout_s)]
 
 
-async def topic_partitions(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[int]:
+async def topic_partitions(bootstrap: KafkaTarget, topic: str, timeout_s: float = 60.0) -> list[int]:
     """The partition numbers of ``topic`` (waits up to ``timeout_s`` for it to exist)."""
     import asyncio
     import time
 
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(bootstrap))
     await admin.start()
     try:
         deadline = time.monotonic() + timeout_s
@@ -128,7 +130,7 @@ async def topic_partitions(bootstrap: str, topic: str, timeout_s: float = 60.0) 
         await admin.close()
 
 
-async def read_snapshot(bootstrap: str, topics: Any, timeout_s: float = 120.0) -> dict[str, Any]:
+async def read_snapshot(bootstrap: KafkaTarget, topics: Any, timeout_s: float = 120.0) -> dict[str, Any]:
     """The replay-shaped document from the three output topics (``topics`` is a config.Topics)."""
     import json
 

@@ -1,11 +1,18 @@
 """`session-tally topics create|check`: the two input and three output topics of SPEC section 3.
 
 Topic names come from ``config.Topics`` (``SESSION_TALLY_TOPIC_PREFIX`` and the per-topic variables).
-Every topic has replication factor 1 (one broker); the path-tallies topic is log-compacted
-(``cleanup.policy=compact``: the latest tally per ``path_id`` is kept), the others use Kafka's default
-``delete`` policy. Creation is idempotent; an existing topic is never altered: a partition count or a
-cleanup policy that differs from the wanted one is reported as a mismatch (exit status 1), because
-changing either silently would break key ordering or lose tallies.
+The replication factor is ``--replication-factor`` / ``SESSION_TALLY_REPLICATION_FACTOR``, by default
+3, or the number of brokers when the cluster has fewer; ``min.insync.replicas`` is set on the topics
+only when asked (``--min-insync-replicas`` / ``SESSION_TALLY_MIN_INSYNC_REPLICAS``), else the cluster's
+default applies. The path-tallies topic is log-compacted (``cleanup.policy=compact``: the latest tally
+per ``path_id`` is kept), the others use Kafka's default ``delete`` policy.
+
+Creation is idempotent; an existing topic is never altered: a partition count, cleanup policy or
+replication factor that differs from the wanted one (or a ``min.insync.replicas`` that differs from
+one asked for) is reported as a mismatch (exit status 1), because changing them silently would break
+key ordering, lose tallies or weaken durability. A worker creates missing topics at start-up the same
+way unless told not to (``--no-create-topics`` / ``SESSION_TALLY_CREATE_TOPICS=false``): then it stops
+with one line naming the missing ones (:func:`prepare_topics`).
 """
 
 from __future__ import annotations
@@ -16,12 +23,17 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from producers.kafka_access import KafkaTarget, kafka_options
 from session_tally.config import Settings, Topics
 
-REPLICATION_FACTOR = 1
+DEFAULT_REPLICATION_FACTOR = 3  # or the number of brokers, when fewer
 TOPIC_ALREADY_EXISTS = 36
 UNKNOWN_TOPIC_OR_PARTITION = 3
 METADATA_DEADLINE_S = 15.0
+
+
+class TopicsError(RuntimeError):
+    """Topics cannot be created or are missing where they must exist; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,24 @@ class TopicSpec:
     name: str
     partitions: int
     cleanup_policy: str
+    replication_factor: int | None = None  # None: DEFAULT_REPLICATION_FACTOR, or fewer brokers
+    min_insync_replicas: int | None = None  # None: not set on the topic (the cluster's default)
+
+
+@dataclass(frozen=True)
+class TopicState:
+    """What the cluster says about one topic."""
+
+    partitions: int
+    replication_factor: int
+    cleanup_policy: str | None
+    min_insync_replicas: str | None
+
+    def describe(self) -> str:
+        return (
+            f"{self.partitions} partitions, replication factor {self.replication_factor}, "
+            f"min.insync.replicas {self.min_insync_replicas}, cleanup.policy {self.cleanup_policy}"
+        )
 
 
 @dataclass
@@ -37,110 +67,165 @@ class TopicsReport:
     existing: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
+    states: dict[str, TopicState] = field(default_factory=dict)
 
 
-def wanted_topics(topics: Topics, input_partitions: int = 6, output_partitions: int = 6) -> list[TopicSpec]:
-    specs = [TopicSpec(name, input_partitions, "delete") for name in topics.inputs]
+def wanted_topics(
+    topics: Topics,
+    input_partitions: int = 6,
+    output_partitions: int = 6,
+    replication_factor: int | None = None,
+    min_insync_replicas: int | None = None,
+) -> list[TopicSpec]:
+    if replication_factor is not None and min_insync_replicas is not None and min_insync_replicas > replication_factor:
+        raise TopicsError(
+            f"min.insync.replicas {min_insync_replicas} > replication factor {replication_factor}: "
+            "every acks=all write would fail"
+        )
+    durability = {"replication_factor": replication_factor, "min_insync_replicas": min_insync_replicas}
+    specs = [TopicSpec(name, input_partitions, "delete", **durability) for name in topics.inputs]
     for name in topics.outputs:
         policy = "compact" if name == topics.path_tallies else "delete"
-        specs.append(TopicSpec(name, output_partitions, policy))
+        specs.append(TopicSpec(name, output_partitions, policy, **durability))
     return specs
 
 
 async def ensure_topics(
-    bootstrap: str, topics: Topics, input_partitions: int = 6, output_partitions: int = 6
+    kafka: KafkaTarget,
+    topics: Topics,
+    input_partitions: int = 6,
+    output_partitions: int = 6,
+    replication_factor: int | None = None,
+    min_insync_replicas: int | None = None,
 ) -> list[str]:
     """Create whichever of the five topics is missing; return one message per mismatch of an existing one."""
-    report = await reconcile_topics(bootstrap, wanted_topics(topics, input_partitions, output_partitions))
+    specs = wanted_topics(topics, input_partitions, output_partitions, replication_factor, min_insync_replicas)
+    report = await reconcile_topics(kafka, specs)
     return report.mismatches
 
 
-async def reconcile_topics(bootstrap: str, specs: list[TopicSpec], create: bool = True) -> TopicsReport:
-    """Compare the broker's topics with ``specs``; with ``create``, create the missing ones first."""
+async def prepare_topics(settings: Settings) -> list[str]:
+    """A worker's topics at start-up: create the missing ones as `topics create` does (unless
+    ``settings.create_topics`` is off: then missing topics raise :class:`TopicsError` naming them);
+    returns the mismatches of existing ones (reported, never altered)."""
+    specs = wanted_topics(
+        settings.topics,
+        settings.input_partitions,
+        replication_factor=settings.replication_factor,
+        min_insync_replicas=settings.min_insync_replicas,
+    )
+    report = await reconcile_topics(settings.kafka, specs, create=settings.create_topics)
+    if report.missing:
+        raise TopicsError(
+            f"missing topic(s) {', '.join(report.missing)} on {settings.kafka} and told not to create topics "
+            "(SESSION_TALLY_CREATE_TOPICS=false or --no-create-topics): create them with `session-tally topics create`"
+        )
+    return report.mismatches
+
+
+async def reconcile_topics(kafka: KafkaTarget, specs: list[TopicSpec], create: bool = True) -> TopicsReport:
+    """Compare the cluster's topics with ``specs``; with ``create``, create the missing ones first."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     report = TopicsReport()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    admin = AIOKafkaAdminClient(**kafka_options(kafka), request_timeout_ms=30000)
     await admin.start()
     try:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        default_factor = max(1, min(DEFAULT_REPLICATION_FACTOR, brokers))
         present = set(await admin.list_topics())
         absent = [spec for spec in specs if spec.name not in present]
         if absent and create:
-            response = await admin.create_topics(
-                [
-                    NewTopic(
-                        spec.name,
-                        spec.partitions,
-                        REPLICATION_FACTOR,
-                        topic_configs={"cleanup.policy": spec.cleanup_policy},
-                    )
-                    for spec in absent
-                ]
-            )
+            response = await admin.create_topics([_new_topic(NewTopic, spec, default_factor) for spec in absent])
             for name, code, message in response.topic_errors:
                 if code == 0:
                     report.created.append(name)
                 elif code != TOPIC_ALREADY_EXISTS:  # lost a race with another creator: compare below
-                    raise RuntimeError(f"creating topic {name!r} failed: error {code}: {message}")
+                    raise TopicsError(f"creating topic {name!r} failed: error {code}: {message}")
         elif absent:
             report.missing = [spec.name for spec in absent]
         to_compare = [spec for spec in specs if spec.name not in report.missing]
         report.existing = [s.name for s in to_compare if s.name not in report.created]
         if to_compare:
-            partitions = await _partition_counts(admin, [s.name for s in to_compare])
-            policies = await _cleanup_policies(admin, [s.name for s in to_compare])
+            report.states = await _topic_states(admin, [s.name for s in to_compare])
             for spec in to_compare:
-                if partitions.get(spec.name) != spec.partitions:
-                    report.mismatches.append(
-                        f"topic {spec.name!r} has {partitions.get(spec.name)} partitions, expected {spec.partitions}"
-                    )
-                if policies.get(spec.name) != spec.cleanup_policy:
-                    report.mismatches.append(
-                        f"topic {spec.name!r} has cleanup.policy={policies.get(spec.name)}, "
-                        f"expected {spec.cleanup_policy}"
-                    )
+                report.mismatches += _mismatches(spec, report.states.get(spec.name), default_factor)
     finally:
         await admin.close()
     return report
 
 
-async def _partition_counts(admin: Any, names: list[str]) -> dict[str, int]:
-    """Partition count per topic, waiting (with a deadline) for just-created topics to show up."""
+def _new_topic(new_topic: Any, spec: TopicSpec, default_factor: int) -> Any:
+    configs = {"cleanup.policy": spec.cleanup_policy}
+    if spec.min_insync_replicas is not None:
+        configs["min.insync.replicas"] = str(spec.min_insync_replicas)
+    return new_topic(spec.name, spec.partitions, spec.replication_factor or default_factor, topic_configs=configs)
+
+
+def _mismatches(spec: TopicSpec, state: TopicState | None, default_factor: int) -> list[str]:
+    if state is None:
+        return [f"topic {spec.name!r} could not be described"]
+    out = []
+    if state.partitions != spec.partitions:
+        out.append(f"topic {spec.name!r} has {state.partitions} partitions, expected {spec.partitions}")
+    if state.cleanup_policy != spec.cleanup_policy:
+        out.append(f"topic {spec.name!r} has cleanup.policy={state.cleanup_policy}, expected {spec.cleanup_policy}")
+    factor = spec.replication_factor or default_factor
+    if state.replication_factor != factor:
+        out.append(f"topic {spec.name!r} has replication factor {state.replication_factor}, expected {factor}")
+    if spec.min_insync_replicas is not None and state.min_insync_replicas != str(spec.min_insync_replicas):
+        out.append(
+            f"topic {spec.name!r} has min.insync.replicas={state.min_insync_replicas}, "
+            f"expected {spec.min_insync_replicas}"
+        )
+    return out
+
+
+async def _topic_states(admin: Any, names: list[str]) -> dict[str, TopicState]:
+    """Partitions, replication factor and configs per topic, waiting (with a deadline) for just-created
+    topics to show up."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + METADATA_DEADLINE_S
     while True:
         described = await admin.describe_topics(names)
-        counts = {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
-        if all(counts.get(n, 0) > 0 for n in names) or loop.time() > deadline:
-            return counts
+        layout = {
+            t["topic"]: (len(t["partitions"]), max((len(p["replicas"]) for p in t["partitions"]), default=0))
+            for t in described
+            if t["error_code"] == 0
+        }
+        if all(layout.get(n, (0, 0))[0] > 0 for n in names) or loop.time() > deadline:
+            break
         await asyncio.sleep(0.2)
-
-
-async def _cleanup_policies(admin: Any, names: list[str]) -> dict[str, str]:
-    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-
+    wanted = {"cleanup.policy": None, "min.insync.replicas": None}
     responses = await admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, name, configs={"cleanup.policy": None}) for name in names]
+        [ConfigResource(ConfigResourceType.TOPIC, name, configs=dict(wanted)) for name in names]
     )
-    policies: dict[str, str] = {}
+    configs: dict[str, dict[str, str]] = {}
     for response in responses:
         for error_code, _message, _type, name, entries in response.resources:
-            if error_code != 0:
-                continue
-            for entry in entries:
-                if entry[0] == "cleanup.policy":
-                    policies[name] = entry[1]
-    return policies
+            if error_code == 0:
+                configs[name] = {entry[0]: entry[1] for entry in entries}
+    states = {}
+    for name, (partitions, factor) in layout.items():
+        found = configs.get(name, {})
+        states[name] = TopicState(partitions, factor, found.get("cleanup.policy"), found.get("min.insync.replicas"))
+    return states
 
 
 # --- command ----------------------------------------------------------------------------------------
 
 
 def _print_report(report: TopicsReport) -> None:
+    def state(name: str) -> str:
+        found = report.states.get(name)
+        return f"  ({found.describe()})" if found is not None else ""
+
     for name in report.created:
-        print(f"created  {name}")
+        print(f"created  {name}{state(name)}")
     for name in report.existing:
-        print(f"exists   {name}")
+        print(f"exists   {name}{state(name)}")
     for name in report.missing:
         print(f"MISSING  {name}")
     for message in report.mismatches:
@@ -148,21 +233,26 @@ def _print_report(report: TopicsReport) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from session_tally.kafka_errors import kafka_problem
+
     settings = Settings.from_env()
-    bootstrap = args.bootstrap_servers or settings.kafka_bootstrap_servers
+    kafka = settings.kafka
+    if args.bootstrap_servers:
+        kafka = replace(kafka, bootstrap_servers=args.bootstrap_servers)
     input_partitions = args.partitions if args.partitions is not None else settings.input_partitions
-    specs = wanted_topics(settings.topics, input_partitions, args.output_partitions)
+    factor = args.replication_factor if args.replication_factor is not None else settings.replication_factor
+    min_isr = args.min_insync_replicas if args.min_insync_replicas is not None else settings.min_insync_replicas
+    specs = wanted_topics(settings.topics, input_partitions, args.output_partitions, factor, min_isr)
     try:
-        report = asyncio.run(reconcile_topics(bootstrap, specs, create=args.action == "create"))
-    except Exception as exc:  # connection refused, timeouts: say what to do
-        if type(exc).__name__ in {"KafkaConnectionError", "KafkaTimeoutError"}:
-            print(
-                f"session-tally topics {args.action}: cannot reach Kafka at {bootstrap} ({exc}); "
-                "start it with `session-tally services up` and `. .services/env`",
-                file=sys.stderr,
-            )
-            return 2
-        raise
+        report = asyncio.run(reconcile_topics(kafka, specs, create=args.action == "create"))
+    except Exception as exc:  # connection refused, refused credentials, timeouts: say what to do
+        problem = kafka_problem(exc, kafka)
+        if problem is None:
+            raise
+        print(f"session-tally topics {args.action}: {problem}", file=sys.stderr)
+        return 2
     _print_report(report)
     if report.missing or report.mismatches:
         print(
@@ -179,11 +269,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "topics",
         help="create or check the input and output topics",
         description=(
-            "create: create the 2 input and 3 output topics that are missing (replication factor 1; "
-            "the path-tallies topic compacted) and report existing ones whose partition count or "
-            "cleanup.policy differ. check: only report. Exit status 1 on any mismatch or missing topic. "
-            "Names come from SESSION_TALLY_TOPIC_PREFIX and the SESSION_TALLY_*_TOPIC variables."
+            "create: create the 2 input and 3 output topics that are missing (the path-tallies topic "
+            "compacted) and report existing ones whose partition count, cleanup.policy, replication factor "
+            "or min.insync.replicas differ. check: only report. Exit status 1 on any mismatch or missing "
+            "topic, 2 when Kafka cannot be reached. Names come from SESSION_TALLY_TOPIC_PREFIX and the "
+            "SESSION_TALLY_*_TOPIC variables; the connection from KAFKA_BOOTSTRAP_SERVERS and the "
+            "KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_* variables."
         ),
+        epilog=TOPICS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("action", choices=["create", "check"])
     parser.add_argument(
@@ -193,5 +287,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="partitions of each input topic (default: $SESSION_TALLY_INPUT_PARTITIONS or 6)",
     )
     parser.add_argument("--output-partitions", type=int, default=6, help="partitions of each output topic")
+    parser.add_argument(
+        "--replication-factor",
+        type=int,
+        default=None,
+        metavar="N",
+        help="replicas of each partition (default: $SESSION_TALLY_REPLICATION_FACTOR, else 3 or the number of "
+        "brokers when fewer)",
+    )
+    parser.add_argument(
+        "--min-insync-replicas",
+        type=int,
+        default=None,
+        metavar="M",
+        help="min.insync.replicas of each topic (default: $SESSION_TALLY_MIN_INSYNC_REPLICAS, else the cluster's)",
+    )
     parser.add_argument("--bootstrap-servers", default=None, help="default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092")
     parser.set_defaults(func=run)
+
+
+TOPICS_EXAMPLES = """\
+examples:
+  session-tally topics create
+  session-tally topics create --replication-factor 3 --min-insync-replicas 2
+  SESSION_TALLY_TOPIC_PREFIX=test- session-tally topics check
+  KAFKA_SECURITY_PROTOCOL=SASL_SSL KAFKA_SASL_MECHANISM=SCRAM-SHA-512 KAFKA_SASL_USERNAME=svc \\
+    KAFKA_SASL_PASSWORD_FILE=/run/secrets/kafka KAFKA_SSL_CAFILE=ca.pem session-tally topics check
+"""

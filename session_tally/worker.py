@@ -61,9 +61,10 @@ async def run_worker(
     from consumers.kafka_offsets import EndOffsets, Progress
     from consumers.subscriber import InputSubscriber
     from consumers.tolerant_records import install as read_any_bytes
+    from producers.kafka_access import faststream_security, kafka_options
     from session_tally.metrics import HttpEndpoint, Metrics
     from session_tally.producers_runtime import Producers
-    from session_tally.topics import ensure_topics
+    from session_tally.topics import prepare_topics
     from storage import tables as T
     from storage.db import async_engine, upgrade
     from storage.unit_of_work import UnitOfWork
@@ -71,7 +72,7 @@ async def run_worker(
     read_any_bytes()  # a header key that is not UTF-8 must not stop a partition (consumers/tolerant_records.py)
     revision = await asyncio.to_thread(upgrade, settings.database_url, settings.db_schema)
     log.info("database schema %s at revision %s", settings.db_schema, revision)
-    for mismatch in await ensure_topics(settings.kafka_bootstrap_servers, settings.topics, settings.input_partitions):
+    for mismatch in await prepare_topics(settings):  # creates missing topics unless told not to
         log.warning("topic mismatch: %s", mismatch)  # missing topics were created; a mismatch is only reported
 
     metrics = Metrics()
@@ -79,7 +80,7 @@ async def run_worker(
     clock = build_clock(options.clock)
     uow = UnitOfWork(engine, settings.topics.admin_events, clock, settings.topics.path_events)
     topics = settings.topics
-    offsets = EndOffsets(settings.kafka_bootstrap_servers)
+    offsets = EndOffsets(kafka_options(settings.kafka))
     barrier = AdminBarrier(Progress(offsets, uow.applied_offsets, (topics.admin_events,)), metrics)
     in_process = options.producers == "in-process"
     producers = Producers(settings, clock, engine, metrics, offsets) if in_process else None
@@ -97,7 +98,10 @@ async def run_worker(
         uow, committed, metrics, options.max_records, options.batch_timeout_ms, barrier=barrier
     )
     broker = KafkaBroker(
-        settings.kafka_bootstrap_servers, graceful_timeout=options.graceful_timeout_s, log_level=logging.DEBUG
+        settings.kafka.servers(),  # a list: one string would be taken as one host
+        graceful_timeout=options.graceful_timeout_s,
+        log_level=logging.DEBUG,
+        security=faststream_security(settings.kafka),  # TLS/SASL as every other client of the project
     )
     instance = options.instance_id
     admin_subscriber.register(

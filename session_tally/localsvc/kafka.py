@@ -9,18 +9,26 @@ Layout (``S`` is the services directory, ``C`` the user cache):
   own stdout/stderr) and ``S/kafka/kafka.pid``.
 
 The broker listens on 127.0.0.1:9092 (clients) and 127.0.0.1:9093 (controller) only.
+
+The same class runs the other local brokers the tests need, from a :class:`NodeConfig` (ports,
+listeners, node id, voters, replication, extra properties) in ``S/<name>/``: a private single node on
+free ports (tests/integration/faults.py), the nodes of a cluster (``kafka_cluster.py``) and a broker
+with TLS/SASL listeners only (``kafka_tls.py``).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -39,6 +47,7 @@ from session_tally.localsvc.proc import (
     run,
     say,
     terminate,
+    wait_until,
 )
 
 KAFKA_VERSION = os.environ.get("SESSION_TALLY_KAFKA_VERSION", "") or "4.4.0"
@@ -46,7 +55,7 @@ KAFKA_PORT = 9092
 CONTROLLER_PORT = 9093
 READY_DEADLINE_S = 90.0
 STOP_DEADLINE_S = 60.0
-HEAP_OPTS = ["-Xms128m", "-Xmx512m"]
+HEAP_OPTS = ("-Xms128m", "-Xmx512m")
 JVM_OPTS = [
     "-XX:+UseG1GC",
     "-XX:MaxGCPauseMillis=20",
@@ -68,24 +77,75 @@ def new_cluster_id() -> str:
             return candidate
 
 
-def server_properties(data_dir: Path, port: int = KAFKA_PORT, controller_port: int = CONTROLLER_PORT) -> str:
-    """The broker configuration: Kafka's defaults except what a single local node needs."""
+@dataclass(frozen=True)
+class Listener:
+    """A client listener: its name (``PLAINTEXT``, ``SASL_SSL``, ``MTLS``...), protocol and port."""
+
+    name: str
+    protocol: str
+    port: int
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """One KRaft node (combined broker + controller) on loopback, alone or in a cluster.
+
+    ``listeners[0]`` is the listener that ``bootstrap`` names and that brokers use between themselves;
+    ``voters`` lists ``(node id, controller port)`` of every controller (empty: this node alone);
+    ``replication`` is the replication factor of new topics and internal topics (``min.insync.replicas``
+    is one less, at least 1); ``extra`` adds broker properties (TLS, SASL) and ``format_args`` arguments
+    of ``StorageTool format`` (SCRAM users)."""
+
+    listeners: tuple[Listener, ...]
+    controller_port: int
+    node_id: int = 1
+    voters: tuple[tuple[int, int], ...] = ()
+    replication: int = 1
+    extra: dict[str, str] = field(default_factory=dict)
+    format_args: tuple[str, ...] = ()
+
+    @classmethod
+    def single(cls, port: int = KAFKA_PORT, controller_port: int = CONTROLLER_PORT) -> NodeConfig:
+        return cls((Listener("PLAINTEXT", "PLAINTEXT", port),), controller_port)
+
+    @property
+    def port(self) -> int:
+        return self.listeners[0].port
+
+    @property
+    def min_insync_replicas(self) -> int:
+        return max(1, self.replication - 1)
+
+
+def server_properties(
+    data_dir: Path, port: int = KAFKA_PORT, controller_port: int = CONTROLLER_PORT, node: NodeConfig | None = None
+) -> str:
+    """The broker configuration: Kafka's defaults except what a local node (or cluster) needs."""
+    node = node or NodeConfig.single(port, controller_port)
+    voters = node.voters or ((node.node_id, node.controller_port),)
+    replicas, min_isr = str(node.replication), str(node.min_insync_replicas)
+    protocols = {"CONTROLLER": "PLAINTEXT"} | {listener.name: listener.protocol for listener in node.listeners}
     settings = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{HOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "node.id": str(node.node_id),
+        "controller.quorum.voters": ",".join(f"{n}@{HOST}:{p}" for n, p in voters),
+        "listeners": ",".join(
+            [f"{listener.name}://{HOST}:{listener.port}" for listener in node.listeners]
+            + [f"CONTROLLER://{HOST}:{node.controller_port}"]
+        ),
+        "advertised.listeners": ",".join(f"{listener.name}://{HOST}:{listener.port}" for listener in node.listeners),
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "inter.broker.listener.name": node.listeners[0].name,
+        "listener.security.protocol.map": ",".join(f"{name}:{protocol}" for name, protocol in protocols.items()),
         "log.dirs": str(data_dir),
-        # one broker: every internal topic has one replica
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        # internal topics replicated like the others (one replica on a single node)
+        "offsets.topic.replication.factor": replicas,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": min_isr,
+        "default.replication.factor": replicas,
+        "min.insync.replicas": min_isr,
         # tests start consumer groups all the time: no 3 s wait before the first assignment
         "group.initial.rebalance.delay.ms": "0",
         # the cleaner (compacted topics) would otherwise take 128 MB of the 512 MB heap
@@ -93,6 +153,7 @@ def server_properties(data_dir: Path, port: int = KAFKA_PORT, controller_port: i
         # topics are created by `session-tally topics create`, never by a typo in a producer
         "auto.create.topics.enable": "false",
         "num.partitions": "6",
+        **node.extra,
     }
     lines = ["# Written by `session-tally services up` on every start; edits are overwritten."]
     lines += [f"{key}={value}" for key, value in settings.items()]
@@ -101,7 +162,9 @@ def server_properties(data_dir: Path, port: int = KAFKA_PORT, controller_port: i
 
 class LocalKafka:
     """The broker of ``services`` (a state directory). Other ports than 9092/9093 give a second, private
-    broker (the fault tests restart one without disturbing the shared one)."""
+    broker (the fault tests restart one without disturbing the shared one); a ``node`` configuration
+    makes it one node of a cluster (``kafka_cluster.py``) or a broker with TLS/SASL (``kafka_tls.py``),
+    in ``services/<name>``."""
 
     def __init__(
         self,
@@ -109,12 +172,21 @@ class LocalKafka:
         version: str = KAFKA_VERSION,
         port: int = KAFKA_PORT,
         controller_port: int = CONTROLLER_PORT,
+        *,
+        node: NodeConfig | None = None,
+        name: str = "kafka",
+        cluster_id: str | None = None,
+        heap: tuple[str, ...] = HEAP_OPTS,
     ) -> None:
+        self.node = node or NodeConfig.single(port, controller_port)
         self.version = version
-        self.port = port
-        self.controller_port = controller_port
-        self.bootstrap = f"{HOST}:{port}"
-        self.root = services / "kafka"
+        self.port = self.node.port
+        self.controller_port = self.node.controller_port
+        self.node_id = self.node.node_id
+        self.bootstrap = f"{HOST}:{self.port}"
+        self.heap = heap
+        self.cluster_id = cluster_id
+        self.root = services / name
         self.data = self.root / "data"
         self.logs = self.root / "logs"
         self.server_log = self.logs / "server.log"
@@ -239,7 +311,7 @@ class LocalKafka:
     def _java_cmd(self, java: str, main: str, *args: str) -> list[str]:
         return [
             java,
-            *HEAP_OPTS,
+            *self.heap,
             *JVM_OPTS,
             f"-Dkafka.logs.dir={self.logs}",
             f"-Dlog4j2.configurationFile={self.log4j}",
@@ -252,7 +324,7 @@ class LocalKafka:
     def _configure(self) -> None:
         for directory in (self.root, self.data, self.logs):
             directory.mkdir(parents=True, exist_ok=True)
-        self.properties.write_text(server_properties(self.data, self.port, self.controller_port))
+        self.properties.write_text(server_properties(self.data, node=self.node))
         self.log4j.write_bytes(self._packaged("log4j2.properties"))
 
     def _format_once(self, java: str) -> None:
@@ -261,7 +333,7 @@ class LocalKafka:
         if self.cluster_id_file.exists():
             cluster_id = self.cluster_id_file.read_text().strip()
         else:
-            cluster_id = new_cluster_id()
+            cluster_id = self.cluster_id or new_cluster_id()
             self.cluster_id_file.write_text(cluster_id + "\n")
         say(f"kafka: formatting {self.data} (cluster id {cluster_id})")
         run(
@@ -274,6 +346,7 @@ class LocalKafka:
                 "-c",
                 str(self.properties),
                 "--ignore-formatted",
+                *self.node.format_args,
             ),
             what="kafka: StorageTool format",
             timeout_s=120,
@@ -294,9 +367,16 @@ class LocalKafka:
                 f"{other[1]} (pid {other[0]}); using it (`services down` here leaves it alone)"
             )
             return None
-        if port_open(self.port) or port_open(self.controller_port):
+        return self.wait_ready(self.launch())
+
+    def launch(self) -> tuple[int, float, int]:
+        """Configure, format once and spawn the broker without waiting for it: (pid, start time, log offset)
+        for :meth:`wait_ready`. The nodes of a cluster are all launched before any is waited for (a node
+        is ready only once a majority of the controllers runs)."""
+        ports = [listener.port for listener in self.node.listeners] + [self.controller_port]
+        if any(port_open(port) for port in ports):
             raise ServiceError(
-                f"kafka: port {self.port} or {self.controller_port} on {HOST} is taken by a process that "
+                f"kafka: one of the ports {', '.join(map(str, ports))} on {HOST} is taken by a process that "
                 f"`session-tally services` did not start from {self.root}; stop it first"
             )
         self.ensure_jars()
@@ -304,7 +384,7 @@ class LocalKafka:
         self._configure()
         self._format_once(java)
         offset = self.server_log.stat().st_size if self.server_log.exists() else 0
-        say(f"kafka: starting Apache Kafka {self.version} (KRaft, broker+controller) on {self.bootstrap}")
+        say(f"kafka: starting Apache Kafka {self.version} (KRaft node {self.node_id}) on {self.bootstrap}")
         started = time.monotonic()
         with self.stdout_log.open("ab") as out:
             process = subprocess.Popen(
@@ -316,7 +396,11 @@ class LocalKafka:
                 start_new_session=True,  # survives this command; not killed by a Ctrl-C in the shell
             )
         self.pid_file.write_text(f"{process.pid}\n")
-        return self._wait_ready(process.pid, started, offset)
+        return process.pid, started, offset
+
+    def wait_ready(self, launched: tuple[int, float, int]) -> float:
+        """Wait for a launched broker to log that it started and to accept connections; the seconds taken."""
+        return self._wait_ready(*launched)
 
     def _started_line_seen(self, offset: int) -> bool:
         try:
@@ -349,7 +433,7 @@ class LocalKafka:
             parts.append(log_excerpt("JVM output", self.stdout_log))
         return "\n".join(parts)
 
-    def stop(self) -> None:
+    def stop(self, deadline_s: float = STOP_DEADLINE_S) -> None:
         pid = self.pid()
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
@@ -357,5 +441,17 @@ class LocalKafka:
             say(f"kafka: not started from {self.root}" + (f"; leaving pid {other[0]} alone" if other else ""))
             return
         say(f"kafka: stopping pid {pid} (SIGTERM, controlled shutdown)")
-        terminate(pid, "kafka", STOP_DEADLINE_S)
+        terminate(pid, "kafka", deadline_s)
+        self.pid_file.unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        """SIGKILL the broker (a crash: no controlled shutdown, no flush) and wait until it is gone."""
+        pid = self.pid()
+        if pid is None:
+            return
+        say(f"kafka: node {self.node_id}: SIGKILL to pid {pid}")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        if not wait_until(lambda: not pid_alive(pid), 10.0, 0.05):
+            raise ServiceError(f"kafka: pid {pid} still alive 10 s after SIGKILL")
         self.pid_file.unlink(missing_ok=True)

@@ -69,8 +69,13 @@ def _find_bindir() -> Path | None:
 
 
 class LocalPostgres:
-    def __init__(self, services: Path) -> None:
+    """The cluster of ``services`` (a state directory). Another ``port`` and ``settings`` (server settings
+    over :data:`TUNING`) give a private cluster, e.g. a primary or a standby of ``pg_replication.py``."""
+
+    def __init__(self, services: Path, port: int = PG_PORT, settings: dict[str, str] | None = None) -> None:
         self.services = services
+        self.port = port
+        self.settings = dict(settings or {})
         self.root = self._locate_root()
         self.data = self.root / "data"
         self.socket_dir = self.root / "run"
@@ -117,7 +122,7 @@ class LocalPostgres:
         self.socket_dir.mkdir(exist_ok=True)
         self.socket_dir.chmod(0o700)
         self._chown(self.socket_dir)
-        if len(str(self.socket_dir / f".s.PGSQL.{PG_PORT}")) > 100:
+        if len(str(self.socket_dir / f".s.PGSQL.{self.port}")) > 100:
             raise ServiceError(
                 f"postgres: {self.socket_dir} is too long a path for a Unix socket; "
                 "set SESSION_TALLY_SERVICES_DIR to a shorter directory"
@@ -137,7 +142,7 @@ class LocalPostgres:
         if bindir is None:
             return False
         check = subprocess.run(
-            [str(bindir / "pg_isready"), "-q", "-h", HOST, "-p", str(PG_PORT), "-t", "2"],
+            [str(bindir / "pg_isready"), "-q", "-h", HOST, "-p", str(self.port), "-t", "2"],
             capture_output=True,
             check=False,
         )
@@ -157,13 +162,13 @@ class LocalPostgres:
         if pid is None:
             other = self.foreign()
             if other is not None and self.ready():
-                return True, f"running (pid {other[0]}) on {HOST}:{PG_PORT}, data in {other[1]}, not here"
-            if port_open(PG_PORT):
-                return False, f"not started from {self.data}, but something else listens on {HOST}:{PG_PORT}"
+                return True, f"running (pid {other[0]}) on {HOST}:{self.port}, data in {other[1]}, not here"
+            if port_open(self.port):
+                return False, f"not started from {self.data}, but something else listens on {HOST}:{self.port}"
             return False, "stopped"
         if self.ready():
-            return True, f"running (pid {pid}) on {HOST}:{PG_PORT}, data in {self.data}"
-        return False, f"postmaster {pid} runs but does not accept connections on {HOST}:{PG_PORT}"
+            return True, f"running (pid {pid}) on {HOST}:{self.port}, data in {self.data}"
+        return False, f"postmaster {pid} runs but does not accept connections on {HOST}:{self.port}"
 
     # --- install / create ---------------------------------------------------------------------------
 
@@ -204,9 +209,10 @@ class LocalPostgres:
         """Our settings go to ``session_tally.conf`` (rewritten each start), included by postgresql.conf."""
         settings = {
             "listen_addresses": f"'{HOST}'",
-            "port": str(PG_PORT),
+            "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
             **TUNING,
+            **self.settings,
         }
         conf = self.data / "session_tally.conf"
         conf.write_text(
@@ -233,7 +239,7 @@ class LocalPostgres:
                 "-h",
                 str(self.socket_dir),
                 "-p",
-                str(PG_PORT),
+                str(self.port),
                 "-U",
                 "postgres",
                 "-d",
@@ -263,19 +269,19 @@ class LocalPostgres:
         """Start the cluster unless it runs; return the start-up time in seconds (None: was running)."""
         bindir = self._ensure_installed()
         if self.pid() is not None and self.ready():
-            say(f"postgres: already running (pid {self.pid()}) on {HOST}:{PG_PORT}")
+            say(f"postgres: already running (pid {self.pid()}) on {HOST}:{self.port}")
             self._ensure_role_and_database(bindir)
             return None
         other = self.foreign() if self.pid() is None else None
         if other is not None and self.ready():
             say(
-                f"postgres: {HOST}:{PG_PORT} is served by the cluster that `session-tally services` started "
+                f"postgres: {HOST}:{self.port} is served by the cluster that `session-tally services` started "
                 f"in {other[1]} (pid {other[0]}); using it (`services down` here leaves it alone)"
             )
             return None
-        if self.pid() is None and port_open(PG_PORT):
+        if self.pid() is None and port_open(self.port):
             raise ServiceError(
-                f"postgres: port {PG_PORT} on {HOST} is taken by a server that `session-tally services` "
+                f"postgres: port {self.port} on {HOST} is taken by a server that `session-tally services` "
                 f"did not start from {self.data}; stop it first"
             )
         self._prepare_root()
@@ -283,7 +289,7 @@ class LocalPostgres:
         self._configure()
         started = time.monotonic()
         if self.pid() is None:
-            say(f"postgres: starting on {HOST}:{PG_PORT} (log {self.log})")
+            say(f"postgres: starting on {HOST}:{self.port} (log {self.log})")
             run(
                 [
                     *self._prefix(),
@@ -312,9 +318,73 @@ class LocalPostgres:
                 )
             time.sleep(0.1)
         elapsed = time.monotonic() - started
-        say(f"postgres: ready on {HOST}:{PG_PORT} in {elapsed:.1f} s (pid {self.pid()})")
+        say(f"postgres: ready on {HOST}:{self.port} in {elapsed:.1f} s (pid {self.pid()})")
         self._ensure_role_and_database(bindir)
         return elapsed
+
+    def sql(self, statement: str) -> str:
+        """Run one statement as the superuser over the Unix socket; its output (unaligned, tuples only)."""
+        return self._psql(self._ensure_installed(), statement)
+
+    def clone_from(self, primary: LocalPostgres) -> None:
+        """Make this (empty) cluster a streaming standby of ``primary``: ``pg_basebackup -R`` over the
+        primary's Unix socket (replication connections of the superuser are trusted there). ``start()``
+        then runs it as a hot standby; :meth:`promote` makes it a primary."""
+        bindir = self._ensure_installed()
+        self._prepare_root()
+        if (self.data / "PG_VERSION").exists():
+            return
+        say(f"postgres: cloning {HOST}:{primary.port} into {self.data} (pg_basebackup -R)")
+        run(
+            [
+                *self._prefix(),
+                str(bindir / "pg_basebackup"),
+                "-h",
+                str(primary.socket_dir),
+                "-p",
+                str(primary.port),
+                "-U",
+                "postgres",
+                "-D",
+                str(self.data),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+            what="postgres: pg_basebackup",
+            cwd=self.root,
+            timeout_s=300,
+        )
+
+    def promote(self) -> float:
+        """``pg_ctl promote``: the standby ends recovery and accepts writes; the seconds it took."""
+        bindir = self._ensure_installed()
+        started = time.monotonic()
+        run(
+            [*self._prefix(), str(bindir / "pg_ctl"), "promote", "-D", str(self.data), "-w", "-t", "60"],
+            what="postgres: pg_ctl promote",
+            cwd=self.root,
+            timeout_s=90,
+        )
+        elapsed = time.monotonic() - started
+        say(f"postgres: {HOST}:{self.port} promoted in {elapsed:.1f} s")
+        return elapsed
+
+    def kill(self) -> None:
+        """``pg_ctl stop -m immediate``: every server process quits at once, nothing is flushed or
+        checkpointed (a crash as clients see it; the next start replays the WAL)."""
+        bindir = self._ensure_installed()
+        if self.pid() is None:
+            return
+        say(f"postgres: {HOST}:{self.port}: immediate stop (a crash)")
+        run(
+            [*self._prefix(), str(bindir / "pg_ctl"), "stop", "-D", str(self.data), "-m", "immediate", "-w"],
+            what="postgres: pg_ctl stop -m immediate",
+            cwd=self.root,
+            timeout_s=60,
+        )
 
     def stop(self) -> None:
         pid = self.pid()

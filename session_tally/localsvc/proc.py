@@ -104,6 +104,13 @@ def port_open(port: int, host: str = HOST, timeout_s: float = 0.5) -> bool:
         return False
 
 
+def free_port(host: str = HOST) -> int:
+    """A TCP port nobody listens on now (the kernel's choice; free until somebody else takes it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
 def wait_until(condition: Callable[[], bool], deadline_s: float, interval_s: float = 0.1) -> bool:
     """Poll ``condition`` until it holds (True) or ``deadline_s`` seconds have passed (False)."""
     end = time.monotonic() + deadline_s
