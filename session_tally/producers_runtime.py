@@ -35,8 +35,8 @@ class Producers:
         stopped by the worker); without it the producers start and stop their own."""
         from consumers.horizon import ReadHorizon
         from consumers.kafka_offsets import EndOffsets, Progress
-        from producers.kafka_access import kafka_options
         from producers.clock import ClockSweeper, WaitingJanitor
+        from producers.kafka_access import kafka_options
         from producers.relay import Relay
         from storage.unit_of_work import UnitOfWork
 
