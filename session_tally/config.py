@@ -85,3 +85,22 @@ class Settings:
             input_partitions=int(_env("SESSION_TALLY_INPUT_PARTITIONS", "6")),
             park_timeout_s=float(_env("SESSION_TALLY_PARK_TIMEOUT_S", "30")),
         )
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """`session-tally web`: where it listens, who may sign in, the key that signs its session cookies."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    users_file: str = ""  # empty: the demo users shipped with the package (web/demo_users.toml)
+    secret: str = ""  # empty: a random key per start (sessions end when the app restarts)
+
+    @classmethod
+    def from_env(cls) -> WebSettings:
+        return cls(
+            host=_env("SESSION_TALLY_WEB_HOST", "127.0.0.1"),
+            port=int(_env("SESSION_TALLY_WEB_PORT", "8000")),
+            users_file=_env("SESSION_TALLY_WEB_USERS", ""),
+            secret=_env("SESSION_TALLY_WEB_SECRET", ""),
+        )
