@@ -160,7 +160,13 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
     user = current_user(request)
     web = state(request)
     notices = web.pending.user_notices(user.id) if user else []
-    base = {"user": user, "csrf": csrf_token(request), "notices": notices, "ready": web.view.ready}
+    base = {
+        "user": user,
+        "csrf": csrf_token(request),
+        "notices": notices,
+        "ready": web.view.ready,
+        "pending_count": len(web.pending.for_user(user.id)) if user else 0,
+    }
     response: HTMLResponse = web.templates.TemplateResponse(request, name, base | context, status_code=status_code)
     return response
 

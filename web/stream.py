@@ -3,7 +3,9 @@
 ``/paths/{path_id}/stream`` sends ``tab`` (the Meetings tab's HTML for the signed-in user, rendered with
 that user's role: admin-only text only for the org's admins) and ``notices`` (the user's own notices);
 ``/stream`` sends ``notices`` only. Each wake-up redraws the latest state (bursts are coalesced by the
-hub), and a comment line every 15 s keeps proxies from closing an idle stream.
+hub). The first events, sent at once, carry the state at connection time: a change published between
+the page's render and the connection is not missed. A comment line every 15 s keeps proxies from
+closing an idle stream.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ def _event(name: str, payload: dict[str, object]) -> str:
 
 
 def _notices(web: WebState, user: User) -> str:
+    """The user's notices, and how many of its changes are still pending (a page that showed another
+    number reloads itself to show the pipeline's answer)."""
     notices = web.pending.user_notices(user.id)
-    return _event("notices", {"html": render_fragment(web, "_notices.html", notices=notices)})
+    html = render_fragment(web, "_notices.html", notices=notices)
+    return _event("notices", {"html": html, "pending": len(web.pending.for_user(user.id))})
 
 
 async def path_stream(request: Request) -> Response:
@@ -38,6 +43,7 @@ async def path_stream(request: Request) -> Response:
     pv = visible_path(web, user, request.path_params["path_id"])
     csrf = csrf_token(request)
     sub = web.hub.subscribe(user.id, [pv.path_id])
+    sub.push({"connected"})  # first, the state now: what changed between the page's render and here
 
     async def events() -> AsyncIterator[str]:
         try:
@@ -64,6 +70,7 @@ async def user_stream(request: Request) -> Response:
     user = require_user(request)
     web = state(request)
     sub = web.hub.subscribe(user.id)
+    sub.push({"connected"})
 
     async def events() -> AsyncIterator[str]:
         try:

@@ -48,7 +48,10 @@
       var data = JSON.parse(e.data);
       var box = document.getElementById("notices");
       if (box) box.innerHTML = data.html;
-      if (document.body.dataset.reloadOnNotice) window.location.reload();
+      // a page that shows pending changes reloads once the pipeline has answered one of them
+      if (document.body.dataset.reloadOnNotice && String(data.pending) !== document.body.dataset.pending) {
+        window.location.reload();
+      }
     });
   }
 
