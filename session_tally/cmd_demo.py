@@ -1,8 +1,12 @@
-"""`session-tally demo`: the whole pipeline on simulated traffic, with the tallies shown as they change.
+"""`session-tally demo`: the whole pipeline on history and simulated traffic, with the web app.
 
-Creates the topics, starts a worker and the traffic simulator as child processes (logs in
-``.services/``), follows the path-tallies and meeting-statuses topics and redraws a small table every
-second; stops everything after ``--duration`` seconds or on Ctrl-C and prints a summary.
+Creates the topics, starts a worker, publishes a few months of dated history for the demo organization
+(:mod:`session_tally.demo_history`: used hours, late cancels, auto-confirmations, disputes, a path over
+its hours), starts the web app (`session-tally web`, the demo users) and prints its URL and the users,
+then the traffic simulator (child processes, logs in ``.services/``); it follows the path-tallies and
+meeting-statuses topics and redraws a small table every second (the terminal view, for headless use).
+After ``--duration`` seconds the simulator stops; the worker and the web app stay up until Ctrl-C when
+the demo runs in a terminal (``--then stay``), else everything stops and a summary is printed.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 EPILOG = """\
-example (after `session-tally services up` and `. .services/env`, or simply `make demo`):
-  session-tally demo --duration 60 --rate 300
+examples (after `session-tally services up` and `. .services/env`, or simply `make demo`):
+  session-tally demo                                  # history, web app on :8000, 60 s of live traffic
+  session-tally demo --duration 300 --rate 300 --web-port 8080
+  session-tally demo --no-web --then exit             # the terminal view only, then stop
 """
 
 
@@ -36,6 +42,16 @@ def register(sub: Any) -> None:
     p.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
     p.add_argument("--rate", type=float, default=200.0, help="simulated events per second (default 200)")
     p.add_argument("--rows", type=int, default=8, help="tallies shown (most recently changed first)")
+    p.add_argument("--web-port", type=int, default=8000, help="port of the web app (default 8000)")
+    p.add_argument("--no-web", action="store_true", help="do not start the web app")
+    p.add_argument("--no-history", action="store_true", help="do not publish the demo history first")
+    p.add_argument(
+        "--then",
+        choices=["stay", "exit"],
+        default=None,
+        help="after the live traffic: keep the worker and web app up until Ctrl-C (stay; default in a "
+        "terminal) or stop (exit; default otherwise)",
+    )
     p.set_defaults(func=run)
 
 
@@ -59,12 +75,15 @@ async def _demo(args: argparse.Namespace) -> int:
     worker_log = open(logs / "demo-worker.log", "ab")  # noqa: SIM115
     worker = subprocess.Popen([*cli, "worker", "--http-port", "8085"], stdout=worker_log, stderr=subprocess.STDOUT)
     sim_log = open(logs / "demo-simulate.log", "ab")  # noqa: SIM115
+    print(f"worker pid {worker.pid} (log {logs / 'demo-worker.log'}, metrics http://127.0.0.1:8085/metrics)")
+    if not args.no_history:
+        publish_history(cli, logs)
+    web, web_line = (None, "") if args.no_web else start_web(cli, logs, args.web_port)
     simulator = subprocess.Popen(
         [*cli, "simulate", "--rate", str(args.rate), "--duration", str(args.duration)],
         stdout=sim_log,
         stderr=subprocess.STDOUT,
     )
-    print(f"worker pid {worker.pid} (log {logs / 'demo-worker.log'}, metrics http://127.0.0.1:8085/metrics)")
     print(f"simulator pid {simulator.pid} publishing {args.rate:g} events/s for {args.duration:g}s")
 
     consumer = AIOKafkaConsumer(
@@ -108,14 +127,20 @@ async def _demo(args: argparse.Namespace) -> int:
             now = time.monotonic()
             if now - last_draw >= 1.0:
                 last_draw = now
-                _draw(now - started, tallies, changed, statuses, rejected, counts, args.rows)
+                _draw(now - started, tallies, changed, statuses, rejected, counts, args.rows, web_line)
+        stay = args.then == "stay" or (args.then is None and sys.stdin.isatty())
+        if stay and not stop.is_set():
+            print(f"\nthe live traffic is over; {web_line or 'the worker runs'}; press Ctrl-C to stop", flush=True)
+            while not stop.is_set() and worker.poll() is None:
+                await asyncio.sleep(0.5)
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         await consumer.stop()
-        for proc in (simulator, worker):
+        procs = [p for p in (simulator, web, worker) if p is not None]
+        for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in (simulator, worker):
+        for proc in procs:
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
@@ -135,10 +160,13 @@ def _draw(
     rejected: Counter[str],
     counts: Counter[str],
     rows: int,
+    web_line: str = "",
 ) -> None:
     out = sys.stdout
     if out.isatty():
         out.write("\x1b[2J\x1b[H")
+    if web_line:
+        out.write(web_line + "\n")
     out.write(
         f"session-tally demo  t={elapsed:5.0f}s  tallies published {counts['tallies']}  "
         f"status changes {counts['statuses']}  rejected {counts['rejected']}\n"
@@ -162,3 +190,50 @@ def _draw(
     if rejected:
         out.write("rejected: " + ", ".join(f"{k} {v}" for k, v in rejected.most_common()) + "\n")
     out.flush()
+
+
+def publish_history(cli: list[str], logs: Path) -> None:
+    """Write the demo history (dated up to now) to ``logs/demo-history.jsonl`` and publish it with
+    `session-tally publish` (file order kept across the two topics). A second run publishes the same
+    event ids again: duplicates, so the state of the first run stays."""
+    from datetime import UTC, datetime
+
+    from domain.timefmt import instant_from_datetime
+    from session_tally.demo_history import history
+
+    lines = history(instant_from_datetime(datetime.now(UTC)))
+    path = logs / "demo-history.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with open(logs / "demo-publish.log", "ab") as log:
+        rc = subprocess.run([*cli, "publish", str(path)], stdout=log, stderr=subprocess.STDOUT).returncode
+    state = "published" if rc == 0 else f"could not be published (exit {rc}, see {logs / 'demo-publish.log'})"
+    print(f"history: {len(lines)} dated events of org-demo {state} ({path})")
+
+
+def start_web(cli: list[str], logs: Path, port: int) -> tuple[subprocess.Popen[bytes] | None, str]:
+    """Start `session-tally web` with the demo users, wait until it answers, print its URL and the demo
+    users; returns the process and a one-line reminder for the terminal view."""
+    import urllib.request
+
+    from session_tally.demo_history import DEMO_LOGINS
+
+    web_log = open(logs / "demo-web.log", "ab")  # noqa: SIM115 - closed with the process
+    web = subprocess.Popen([*cli, "web", "--port", str(port)], stdout=web_log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and web.poll() is None:
+        try:
+            with urllib.request.urlopen(url + "healthz", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+    if web.poll() is not None:
+        print(f"the web app exited with {web.returncode}; see {logs / 'demo-web.log'}")
+        return None, ""
+    print(f"\nweb app: {url}  (log {logs / 'demo-web.log'}); sign in as one of the demo users:")
+    for user, password, what in DEMO_LOGINS:
+        print(f"  {user:<6} password {password:<12} {what}")
+    print()
+    logins = ", ".join(f"{u}/{p}" for u, p, _w in DEMO_LOGINS[:4])
+    return web, f"web app {url}  users {logins} (user/password)"
