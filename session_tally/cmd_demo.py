@@ -77,7 +77,7 @@ async def _demo(args: argparse.Namespace) -> int:
     sim_log = open(logs / "demo-simulate.log", "ab")  # noqa: SIM115
     print(f"worker pid {worker.pid} (log {logs / 'demo-worker.log'}, metrics http://127.0.0.1:8085/metrics)")
     if not args.no_history:
-        publish_history(cli, logs)
+        await publish_history(cli, logs)
     web, web_line = (None, "") if args.no_web else start_web(cli, logs, args.web_port)
     simulator = subprocess.Popen(
         [*cli, "simulate", "--rate", str(args.rate), "--duration", str(args.duration)],
@@ -192,15 +192,37 @@ def _draw(
     out.flush()
 
 
-def publish_history(cli: list[str], logs: Path) -> None:
+async def _history_created_at(settings: Any) -> int | None:
+    """When the demo history's first program was created, if PostgreSQL has it (None: not there, or
+    the database cannot tell yet, e.g. before the worker's first migration)."""
+    from session_tally.demo_history import LEADERSHIP
+    from storage import reads
+    from storage.db import async_engine
+
+    engine = async_engine(settings.database_url, settings.db_schema, pool_size=1)
+    try:
+        program = await reads.program(engine, LEADERSHIP)
+    except Exception:
+        return None
+    finally:
+        await engine.dispose()
+    return None if program is None else program.created_at
+
+
+async def publish_history(cli: list[str], logs: Path) -> None:
     """Write the demo history (dated up to now) to ``logs/demo-history.jsonl`` and publish it with
-    `session-tally publish` (file order kept across the two topics). A second run publishes the same
-    event ids again: duplicates, so the state of the first run stays."""
+    `session-tally publish` (file order kept across the two topics), unless an earlier run did: the
+    history is made once per state, so its meetings and answers stay consistent with each other."""
     from datetime import UTC, datetime
 
-    from domain.timefmt import instant_from_datetime
+    from domain.timefmt import format_instant, instant_from_datetime
+    from session_tally.config import Settings
     from session_tally.demo_history import history
 
+    earlier = await _history_created_at(Settings.from_env())
+    if earlier is not None:
+        print(f"history: already published by an earlier demo (its first program dates from {format_instant(earlier)})")
+        return
     lines = history(instant_from_datetime(datetime.now(UTC)))
     path = logs / "demo-history.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")

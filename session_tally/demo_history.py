@@ -16,8 +16,10 @@ and resolved by the admin (one dispute stays open). The last day leaves work for
 meeting awaiting "Did this meeting occur?" on ``path-ada``, a pending late cancel on ``path-grace``,
 and meetings starting a few minutes after the history is made, so statuses change while you watch.
 
-Event ids are fixed (``demo-hist-NNNN``): publishing the history again is a no-op (duplicates).
-Every event is one the pipeline accepts (``tests/test_demo_history.py`` replays it).
+Event ids are ``demo-hist-NNNN`` in event-time order. The demo publishes the history once per state
+(it skips it when PostgreSQL already has the demo's programs): a history made later, around another
+"now", would not fit the meetings already recorded. Every event is one the pipeline accepts
+(``tests/test_demo_history.py`` replays it).
 """
 
 from __future__ import annotations
@@ -124,7 +126,9 @@ def _setup(h: _History, start: int) -> None:
         h.add(start + offset * HOUR, "program.created", ADMIN, data, program_id=program_id)
     h.add(h.now - 45 * DAY, "program.settings_updated", SUPPORT, {"authorized_hours": 24}, program_id=LEADERSHIP)
     note = "Reduced to the 12 contracted hours for this quarter; an extension is under review."
-    h.path_event(h.now - 30 * DAY, "path-ada", "path.authorized_hours_set", ADMIN, {"authorized_hours": 12, "note": note})
+    h.path_event(
+        h.now - 30 * DAY, "path-ada", "path.authorized_hours_set", ADMIN, {"authorized_hours": 12, "note": note}
+    )
 
 
 def _weekly(h: _History, path: str, first_monday: int) -> None:

@@ -102,7 +102,7 @@ class Writer:
     async def publish(self, user: Any, event_type: str, org_id: str, data: dict[str, Any], **ids: str | None) -> Change:
         """Validate, publish and await the broker's acknowledgement; the change is then pending."""
         occurred = now_us()
-        doc, raw = build_envelope(event_type, user.id, user.role, org_id, data, occurred_at=occurred, **ids)  # type: ignore[arg-type]
+        doc, raw = build_envelope(event_type, user.id, user.role, org_id, data, occurred_at=occurred, **ids)
         admin = event_type in E.ADMIN_TYPES
         topic = self.settings.topics.admin_events if admin else self.settings.topics.path_events
         key = org_id if admin else doc["path_id"]
@@ -119,12 +119,16 @@ class Writer:
         )
         self.pending.add(change)  # before the send: a fast rejection must find it
         try:
-            await self._producer.send_and_wait(topic, raw, key=key.encode())
+            await self._send(topic, raw, key.encode())
         except BaseException:
             self.pending.changes.pop(change.event_id, None)
             raise
         log.info("published %s %s by %s (%s)", event_type, change.event_id, user.id, user.role)
         return change
+
+    async def _send(self, topic: str, value: bytes, key: bytes) -> None:
+        """Send one message and wait for the broker's acknowledgement (acks=all)."""
+        await self._producer.send_and_wait(topic, value, key=key)
 
 
 class Reader:
@@ -218,9 +222,7 @@ class Reader:
                         del catch_up[tp]
                 if not catch_up:
                     self.view.ready = True
-                    log.info(
-                        "caught up: %d paths, %d meetings", len(self.view.paths), len(self.view.meeting_path)
-                    )
+                    log.info("caught up: %d paths, %d meetings", len(self.view.paths), len(self.view.meeting_path))
 
     def _take(self, topic: str, value: bytes | None, changed: set[str]) -> None:
         t = self.settings.topics

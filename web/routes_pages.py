@@ -8,11 +8,10 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from domain import events as E
-from domain.timefmt import datetime_from_instant
 from storage import reads
 from web.app import WebState, render, require_user, state
 from web.bus import now_us
@@ -167,7 +166,7 @@ async def audit_page(request: Request) -> Response:
         raise HTTPException(403, "the audit is for program admins and the support desk only")
     path_ids = await db_read(reads.program_paths(web.db, program_id), [])
     only = request.query_params.get("path")
-    rows = await db_read(reads.audit(web.db, [only] if only in path_ids else path_ids), [])
+    rows = await db_read(reads.audit(web.db, [only] if only and only in path_ids else path_ids), [])
     return render(request, "audit.html", program=program, rows=rows, path_ids=path_ids, only=only)
 
 
@@ -185,10 +184,6 @@ async def healthz(request: Request) -> Response:
     return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
 
-def iso_day(us: int) -> str:
-    return datetime_from_instant(us).strftime("%Y-%m-%d")
-
-
 ROUTES = [
     Route("/", home),
     Route("/login", login_page, methods=["GET"]),
@@ -199,7 +194,3 @@ ROUTES = [
     Route("/paths/{path_id}", path_page, methods=["GET"]),
     Route("/healthz", healthz),
 ]
-
-
-def redirect(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)

@@ -32,11 +32,11 @@ def offered(user: User, pv: PathView, meeting: dict[str, Any]) -> list[str]:
     actions = []
     if status == "unconfirmed" and user.role in E.ALLOWED_ROLES[E.CONFIRMATION]:
         actions.append("answer")
-    if not disputed and user.role in E.ALLOWED_ROLES[E.DISPUTED]:
-        if (user.role == "facilitator" and status == "late_canceled_pending") or (
-            user.role == "participant" and status == "late_canceled"
-        ):
-            actions.append("dispute")
+    may_dispute = (user.role == "facilitator" and status == "late_canceled_pending") or (
+        user.role == "participant" and status == "late_canceled"
+    )
+    if not disputed and may_dispute and user.role in E.ALLOWED_ROLES[E.DISPUTED]:
+        actions.append("dispute")
     if disputed and user.role in E.ALLOWED_ROLES[E.DISPUTE_RESOLVED] and user.sees_org(pv.org_id):
         actions.append("resolve")
     return actions

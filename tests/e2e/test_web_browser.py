@@ -192,7 +192,9 @@ def test_meetings_tab_shows_the_figures_replay_gives(browser: Any, e2e: E2E) -> 
     assert page.locator("#fig-used .value").inner_text() == "4"
     assert page.locator("#fig-remaining .value").inner_text() == "6"
     assert page.locator("#fig-authorized .source").inner_text() == "the program's value"
-    statuses = {r.get_attribute("data-meeting"): r.get_attribute("data-status") for r in page.locator("tr.meeting").all()}
+    statuses = {
+        r.get_attribute("data-meeting"): r.get_attribute("data-status") for r in page.locator("tr.meeting").all()
+    }
     assert statuses == {
         "m1": "auto_confirmed",
         "m2": "confirmed",
