@@ -38,7 +38,7 @@ class InvalidChange(ValueError):
 
 
 def now_us() -> int:
-    return instant_from_datetime(datetime.now(UTC))
+    return instant_from_datetime(datetime.now(UTC))  # the one wall-clock reading of the web app
 
 
 def build_envelope(

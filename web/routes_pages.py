@@ -21,6 +21,7 @@ from web.view import PathView
 from web.wording import AUTO_CONFIRM_CHOICES, LATE_CANCEL_CHOICES
 
 log = logging.getLogger("session_tally.web")
+HOME_PROGRAMS = 40  # programs listed on the home page (the support desk may see thousands)
 
 
 async def db_read(coro: Any, default: Any) -> Any:
@@ -71,9 +72,15 @@ async def home(request: Request) -> Response:
     user = require_user(request)
     web = state(request)
     programs = await visible_programs(web, user)
-    listing = [(p, visible_path_views(web, user, p.program_id)) for p in programs]
+    q = request.query_params.get("q", "").strip().lower()
+    if q:
+        programs = [p for p in programs if q in f"{p.program_id} {p.name or ''} {p.org_id}".lower()]
+    listing = [(p, visible_path_views(web, user, p.program_id)) for p in programs[:HOME_PROGRAMS]]
     mine = [pv for p in sorted(user.paths) if (pv := web.view.path(p)) is not None and pv.tally is not None]
-    return render(request, "home.html", listing=listing, mine=mine, pending=web.pending.for_user(user.id))
+    more = max(0, len(programs) - HOME_PROGRAMS)
+    return render(
+        request, "home.html", listing=listing, more=more, q=q, mine=mine, pending=web.pending.for_user(user.id)
+    )
 
 
 async def login_page(request: Request) -> Response:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from domain import events as E
+from domain.timefmt import parse_instant
+from web.bus import now_us
 from web.users import User
 from web.view import PathView
 from web.wording import HIDDEN_STATUSES
@@ -42,12 +44,19 @@ def offered(user: User, pv: PathView, meeting: dict[str, Any]) -> list[str]:
     return actions
 
 
-def tab_context(user: User, pv: PathView, pending: list[Any], latest_note: Any = None) -> dict[str, Any]:
+def tab_context(
+    user: User, pv: PathView, pending: list[Any], latest_note: Any = None, now: int | None = None
+) -> dict[str, Any]:
     """The template context of ``_tab.html`` for ``user`` (``pending``: the user's open changes of
-    this path; ``latest_note``: the path's latest note, passed only for admins)."""
+    this path; ``latest_note``: the path's latest note, passed only for admins). Meetings are listed
+    as upcoming (starting after ``now``, default the wall clock) and past; the statuses are the
+    published ones."""
     shown = [m for m in pv.meetings.values() if m["status"] not in HIDDEN_STATUSES]
-    upcoming = sorted((m for m in shown if m["status"] == "upcoming"), key=lambda m: m["start"])
-    past = sorted((m for m in shown if m["status"] != "upcoming"), key=lambda m: m["start"], reverse=True)
+    starts = {m["meeting_id"]: parse_instant(m["start"]) for m in shown}
+    now = now_us() if now is None else now
+    ahead = [m for m in shown if starts[m["meeting_id"]] > now]  # also a late-canceled meeting of tomorrow
+    upcoming = sorted(ahead, key=lambda m: starts[m["meeting_id"]])
+    past = sorted((m for m in shown if m not in ahead), key=lambda m: starts[m["meeting_id"]], reverse=True)
     pending_meetings = {c.meeting_id: c for c in pending if c.meeting_id}
     pending_hours = next((c for c in reversed(pending) if c.type == E.PATH_HOURS_SET), None)
     return {
