@@ -73,7 +73,10 @@ async def _demo(args: argparse.Namespace) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     cli = [sys.executable, "-m", "session_tally"]
     worker_log = open(logs / "demo-worker.log", "ab")  # noqa: SIM115
-    worker = subprocess.Popen([*cli, "worker", "--http-port", "8085"], stdout=worker_log, stderr=subprocess.STDOUT)
+    # children in sessions of their own: Ctrl-C reaches the demo only, which stops them in order (SIGTERM)
+    worker = subprocess.Popen(
+        [*cli, "worker", "--http-port", "8085"], stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     sim_log = open(logs / "demo-simulate.log", "ab")  # noqa: SIM115
     print(f"worker pid {worker.pid} (log {logs / 'demo-worker.log'}, metrics http://127.0.0.1:8085/metrics)")
     if not args.no_history:
@@ -83,6 +86,7 @@ async def _demo(args: argparse.Namespace) -> int:
         [*cli, "simulate", "--rate", str(args.rate), "--duration", str(args.duration)],
         stdout=sim_log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     print(f"simulator pid {simulator.pid} publishing {args.rate:g} events/s for {args.duration:g}s")
 
@@ -240,7 +244,9 @@ def start_web(cli: list[str], logs: Path, port: int) -> tuple[subprocess.Popen[b
     from session_tally.demo_history import DEMO_LOGINS
 
     web_log = open(logs / "demo-web.log", "ab")  # noqa: SIM115 - closed with the process
-    web = subprocess.Popen([*cli, "web", "--port", str(port)], stdout=web_log, stderr=subprocess.STDOUT)
+    web = subprocess.Popen(
+        [*cli, "web", "--port", str(port)], stdout=web_log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and web.poll() is None:

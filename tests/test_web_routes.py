@@ -201,7 +201,10 @@ def test_the_actor_is_the_signed_in_user_never_a_form_field(app: Any) -> None:
     topic, key, doc = app.state.web.writer.sent[0]
     assert (topic, key) == ("session-mgmt.path-events", b"path-1")  # path events keyed by path_id
     assert re.fullmatch(r"[0-9a-f-]{36}", doc["event_id"]) and doc["occurred_at"].endswith("Z")
-    assert app.state.web.pending.for_path("ada", "path-1")[0].event_id == doc["event_id"]  # shown as pending
+    assert app.state.web.pending.for_path("ada", "path-1")[0].event_id == doc["event_id"]
+    assert 'id="hours-pending"' in client.get("/paths/path-1").text  # shown as pending to its author
+    learner, _ = _client(app, "pat")
+    assert 'id="hours-pending"' not in learner.get("/paths/path-1").text  # and to nobody else
     assert client.post("/paths/path-1/hours", data={"authorized_hours": "1"}).status_code == 403  # no CSRF
 
 

@@ -345,3 +345,31 @@ def test_a_refusal_by_the_pipeline_is_shown_to_the_user_who_caused_it(browser: A
     assert learner.locator('tr[data-meeting="m4"]').get_attribute("data-status") == "confirmed"  # unchanged
     learner.context.close()
     other.context.close()
+
+
+def test_only_the_support_desk_changes_program_settings(browser: Any, e2e: E2E) -> None:
+    program_id = e2e.story["program_id"]
+    admin = signed_in(browser, e2e, "ada")
+    csrf = admin.get_attribute('meta[name="csrf-token"]', "content")
+    refused = admin.request.post(
+        e2e.url(f"/programs/{program_id}/settings"),
+        form={"csrf": csrf, "late_cancel_window": "PT24H", "auto_confirm_window": "P3D", "authorized_hours": "50"},
+    )
+    assert refused.status == 403 and "contact the support desk" in refused.text()
+    support = signed_in(browser, e2e, "sue")
+    support.goto(e2e.url(f"/programs/{program_id}"))
+    support.fill("#authorized_hours", "12")
+    support.select_option("#late_cancel_window", label="No late cancels")
+    support.click("#settings-form button[type=submit]")
+    # pending, then the page reloads itself once PostgreSQL shows the new settings history
+    support.locator("#notices .notice.done").wait_for()
+    assert support.input_value("#authorized_hours") == "12"
+    assert support.input_value("#late_cancel_window") == ""  # No late cancels
+    # the pipeline republished the tally of the path without an override; the path with one kept it
+    other = support.locator(f'tr:has(a[href="/paths/{OTHER_PATH}"]) td.num').first
+    wait_until(lambda: (support.reload() or True) and other.inner_text() == "12", 20, "path-e2e-2 at 12 h")
+    assert support.locator(f'tr:has(a[href="/paths/{PATH}"]) td.num').first.inner_text() == "3.5"
+    admin.goto(e2e.url(f"/programs/{program_id}"))
+    assert "No late cancels" in admin.locator("dl.settings").inner_text()
+    for page in (admin, support):
+        page.context.close()
