@@ -60,8 +60,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from aiokafka import AIOKafkaConsumer
-
     from session_tally.config import Settings
     from session_tally.topics import ensure_topics
 
@@ -72,23 +70,62 @@ async def _demo(args: argparse.Namespace) -> int:
     logs = Path(os.environ.get("SESSION_TALLY_SERVICES_DIR", ".services"))
     logs.mkdir(parents=True, exist_ok=True)
     cli = [sys.executable, "-m", "session_tally"]
-    worker_log = open(logs / "demo-worker.log", "ab")  # noqa: SIM115
-    # children in sessions of their own: Ctrl-C reaches the demo only, which stops them in order (SIGTERM)
-    worker = subprocess.Popen(
-        [*cli, "worker", "--http-port", "8085"], stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True
+    children: list[subprocess.Popen[bytes]] = []  # stopped in this order, whatever ends the demo
+    counts = Counter[str]()
+    try:
+        worker_log = open(logs / "demo-worker.log", "ab")  # noqa: SIM115
+        # children in sessions of their own: Ctrl-C reaches the demo only, which stops them in order (SIGTERM)
+        worker = subprocess.Popen(
+            [*cli, "worker", "--http-port", "8085"], stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        children.append(worker)
+        print(f"worker pid {worker.pid} (log {logs / 'demo-worker.log'}, metrics http://127.0.0.1:8085/metrics)")
+        if not args.no_history:
+            await publish_history(cli, logs)
+        web_line = "" if args.no_web else start_web(cli, logs, args.web_port, children)
+        sim_log = open(logs / "demo-simulate.log", "ab")  # noqa: SIM115
+        simulator = subprocess.Popen(
+            [*cli, "simulate", "--rate", str(args.rate), "--duration", str(args.duration)],
+            stdout=sim_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        children.insert(0, simulator)
+        print(f"simulator pid {simulator.pid} publishing {args.rate:g} events/s for {args.duration:g}s")
+        worker_failed = await _follow(args, settings, worker, web_line, logs, counts)
+    finally:
+        _stop(children)
+    if worker_failed:
+        return 1
+    print(
+        f"\ndone: {counts['tallies']} tallies, {counts['statuses']} status changes, {counts['rejected']} rejected "
+        f"messages published while the demo ran; the worker stopped with exit code {worker.returncode}"
     )
-    sim_log = open(logs / "demo-simulate.log", "ab")  # noqa: SIM115
-    print(f"worker pid {worker.pid} (log {logs / 'demo-worker.log'}, metrics http://127.0.0.1:8085/metrics)")
-    if not args.no_history:
-        await publish_history(cli, logs)
-    web, web_line = (None, "") if args.no_web else start_web(cli, logs, args.web_port)
-    simulator = subprocess.Popen(
-        [*cli, "simulate", "--rate", str(args.rate), "--duration", str(args.duration)],
-        stdout=sim_log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    print(f"simulator pid {simulator.pid} publishing {args.rate:g} events/s for {args.duration:g}s")
+    return 0 if worker.returncode == 0 else 1
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    for proc in children:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in children:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def _follow(
+    args: argparse.Namespace,
+    settings: Any,
+    worker: subprocess.Popen[bytes],
+    web_line: str,
+    logs: Path,
+    counts: Counter[str],
+) -> bool:
+    """The terminal view until the end of the live traffic (then, with ``--then stay``, until Ctrl-C);
+    True when the worker died."""
+    from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
         settings.topics.path_tallies,
@@ -103,7 +140,6 @@ async def _demo(args: argparse.Namespace) -> int:
     changed: dict[str, float] = {}
     statuses: Counter[str] = Counter()
     rejected: Counter[str] = Counter()
-    counts = Counter[str]()
     started = time.monotonic()
     last_draw = 0.0
     stop = asyncio.Event()
@@ -127,7 +163,7 @@ async def _demo(args: argparse.Namespace) -> int:
                         counts["rejected"] += 1
             if worker.poll() is not None:
                 print(f"\nthe worker exited with {worker.returncode}; see {logs / 'demo-worker.log'}")
-                return 1
+                return True
             now = time.monotonic()
             if now - last_draw >= 1.0:
                 last_draw = now
@@ -140,20 +176,7 @@ async def _demo(args: argparse.Namespace) -> int:
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         await consumer.stop()
-        procs = [p for p in (simulator, web, worker) if p is not None]
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    print(
-        f"\ndone: {counts['tallies']} tallies, {counts['statuses']} status changes, {counts['rejected']} rejected "
-        f"messages published while the demo ran; the worker stopped with exit code {worker.returncode}"
-    )
-    return 0 if worker.returncode == 0 else 1
+    return False
 
 
 def _draw(
@@ -236,9 +259,10 @@ async def publish_history(cli: list[str], logs: Path) -> None:
     print(f"history: {len(lines)} dated events of org-demo {state} ({path})")
 
 
-def start_web(cli: list[str], logs: Path, port: int) -> tuple[subprocess.Popen[bytes] | None, str]:
-    """Start `session-tally web` with the demo users, wait until it answers, print its URL and the demo
-    users; returns the process and a one-line reminder for the terminal view."""
+def start_web(cli: list[str], logs: Path, port: int, children: list[subprocess.Popen[bytes]]) -> str:
+    """Start `session-tally web` with the demo users (first in ``children``, to be stopped with them),
+    wait until it answers, print its URL and the demo users; returns a one-line reminder for the
+    terminal view ("" when it could not start)."""
     import urllib.request
 
     from session_tally.demo_history import DEMO_LOGINS
@@ -247,6 +271,7 @@ def start_web(cli: list[str], logs: Path, port: int) -> tuple[subprocess.Popen[b
     web = subprocess.Popen(
         [*cli, "web", "--port", str(port)], stdout=web_log, stderr=subprocess.STDOUT, start_new_session=True
     )
+    children.insert(0, web)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and web.poll() is None:
@@ -258,10 +283,10 @@ def start_web(cli: list[str], logs: Path, port: int) -> tuple[subprocess.Popen[b
             time.sleep(0.3)
     if web.poll() is not None:
         print(f"the web app exited with {web.returncode}; see {logs / 'demo-web.log'}")
-        return None, ""
+        return ""
     print(f"\nweb app: {url}  (log {logs / 'demo-web.log'}); sign in as one of the demo users:")
     for user, password, what in DEMO_LOGINS:
         print(f"  {user:<6} password {password:<12} {what}")
     print()
     logins = ", ".join(f"{u}/{p}" for u, p, _w in DEMO_LOGINS[:4])
-    return web, f"web app {url}  users {logins} (user/password)"
+    return f"web app {url}  users {logins} (user/password)"

@@ -362,12 +362,14 @@ def test_only_the_support_desk_changes_program_settings(browser: Any, e2e: E2E) 
     support.select_option("#late_cancel_window", label="No late cancels")
     support.click("#settings-form button[type=submit]")
     # pending, then the page reloads itself once PostgreSQL shows the new settings history
-    support.locator("#notices .notice.done").wait_for()
-    assert support.input_value("#authorized_hours") == "12"
+    support.locator("#notices .notice.done", has_text="changing the program settings").wait_for()
+    support.locator('#authorized_hours[value="12"]').wait_for()  # the reloaded page, server-rendered
     assert support.input_value("#late_cancel_window") == ""  # No late cancels
     # the pipeline republished the tally of the path without an override; the path with one kept it
     other = support.locator(f'tr:has(a[href="/paths/{OTHER_PATH}"]) td.num').first
-    wait_until(lambda: (support.reload() or True) and other.inner_text() == "12", 20, "path-e2e-2 at 12 h")
+    wait_until(
+        lambda: (support.reload() or True) and other.inner_text() == "12", 20, "path-e2e-2 at 12 h", interval_s=0.5
+    )
     assert support.locator(f'tr:has(a[href="/paths/{PATH}"]) td.num').first.inner_text() == "3.5"
     admin.goto(e2e.url(f"/programs/{program_id}"))
     assert "No late cancels" in admin.locator("dl.settings").inner_text()
