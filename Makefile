@@ -17,7 +17,8 @@ help:
 	@echo "make topics  create the input and output topics"
 	@echo "make test    make up, then run the whole test suite against the real services (PYTEST_ARGS=...)"
 	@echo "make lint    ruff check + mypy"
-	@echo "make demo    the real pipeline on simulated traffic: services, topics, a worker, live tallies (DEMO_ARGS=...)"
+	@echo "make demo    the real pipeline: services, topics, a worker, months of history, the web app (WEB_PORT=8000),"
+	@echo "             live simulated traffic and tallies in the terminal (DEMO_ARGS=...)"
 	@echo "make bench   run the benchmark"
 
 # The stamp is newer than pyproject.toml once the install succeeded; a failed install leaves no stamp.
@@ -49,9 +50,11 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The README's first command: services, topics, a worker and simulated traffic, tallies shown live.
+# The README's first command: services, topics, a worker, the demo history, the web app (its URL and the
+# demo users are printed), simulated traffic with tallies shown live; the web app stays up until Ctrl-C.
+WEB_PORT ?= 8000
 demo: up
-	. .services/env && $(ST) demo $(DEMO_ARGS)
+	. .services/env && $(ST) demo --web-port $(WEB_PORT) $(DEMO_ARGS)
 
 bench: up
 	. .services/env && $(ST) bench $(BENCH_ARGS)

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "session_tally.cmd_contract",
     "session_tally.cmd_simulate",
     "session_tally.cmd_demo",
+    "session_tally.cmd_web",
     "session_tally.bench",
 ]
 

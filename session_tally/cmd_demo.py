@@ -1,8 +1,12 @@
-"""`session-tally demo`: the whole pipeline on simulated traffic, with the tallies shown as they change.
+"""`session-tally demo`: the whole pipeline on history and simulated traffic, with the web app.
 
-Creates the topics, starts a worker and the traffic simulator as child processes (logs in
-``.services/``), follows the path-tallies and meeting-statuses topics and redraws a small table every
-second; stops everything after ``--duration`` seconds or on Ctrl-C and prints a summary.
+Creates the topics, starts a worker, publishes a few months of dated history for the demo organization
+(:mod:`session_tally.demo_history`: used hours, late cancels, auto-confirmations, disputes, a path over
+its hours), starts the web app (`session-tally web`, the demo users) and prints its URL and the users,
+then the traffic simulator (child processes, logs in ``.services/``); it follows the path-tallies and
+meeting-statuses topics and redraws a small table every second (the terminal view, for headless use).
+After ``--duration`` seconds the simulator stops; the worker and the web app stay up until Ctrl-C when
+the demo runs in a terminal (``--then stay``), else everything stops and a summary is printed.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 EPILOG = """\
-example (after `session-tally services up` and `. .services/env`, or simply `make demo`):
-  session-tally demo --duration 60 --rate 300
+examples (after `session-tally services up` and `. .services/env`, or simply `make demo`):
+  session-tally demo                                  # history, web app on :8000, 60 s of live traffic
+  session-tally demo --duration 300 --rate 300 --web-port 8080
+  session-tally demo --no-web --then exit             # the terminal view only, then stop
 """
 
 
@@ -36,6 +42,16 @@ def register(sub: Any) -> None:
     p.add_argument("--duration", type=float, default=60.0, help="seconds to run (default 60)")
     p.add_argument("--rate", type=float, default=200.0, help="simulated events per second (default 200)")
     p.add_argument("--rows", type=int, default=8, help="tallies shown (most recently changed first)")
+    p.add_argument("--web-port", type=int, default=8000, help="port of the web app (default 8000)")
+    p.add_argument("--no-web", action="store_true", help="do not start the web app")
+    p.add_argument("--no-history", action="store_true", help="do not publish the demo history first")
+    p.add_argument(
+        "--then",
+        choices=["stay", "exit"],
+        default=None,
+        help="after the live traffic: keep the worker and web app up until Ctrl-C (stay; default in a "
+        "terminal) or stop (exit; default otherwise)",
+    )
     p.set_defaults(func=run)
 
 
@@ -44,9 +60,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from aiokafka import AIOKafkaConsumer
-
-    from producers.kafka_access import kafka_options
     from session_tally.config import Settings
     from session_tally.topics import ensure_topics
 
@@ -57,16 +70,64 @@ async def _demo(args: argparse.Namespace) -> int:
     logs = Path(os.environ.get("SESSION_TALLY_SERVICES_DIR", ".services"))
     logs.mkdir(parents=True, exist_ok=True)
     cli = [sys.executable, "-m", "session_tally"]
-    worker_log = open(logs / "demo-worker.log", "ab")  # noqa: SIM115
-    worker = subprocess.Popen([*cli, "worker", "--http-port", "8085"], stdout=worker_log, stderr=subprocess.STDOUT)
-    sim_log = open(logs / "demo-simulate.log", "ab")  # noqa: SIM115
-    simulator = subprocess.Popen(
-        [*cli, "simulate", "--rate", str(args.rate), "--duration", str(args.duration)],
-        stdout=sim_log,
-        stderr=subprocess.STDOUT,
+    children: list[subprocess.Popen[bytes]] = []  # stopped in this order, whatever ends the demo
+    counts = Counter[str]()
+    try:
+        worker_log = open(logs / "demo-worker.log", "ab")  # noqa: SIM115
+        # children in sessions of their own: Ctrl-C reaches the demo only, which stops them in order (SIGTERM)
+        worker = subprocess.Popen(
+            [*cli, "worker", "--http-port", "8085"], stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        children.append(worker)
+        print(f"worker pid {worker.pid} (log {logs / 'demo-worker.log'}, metrics http://127.0.0.1:8085/metrics)")
+        if not args.no_history:
+            await publish_history(cli, logs)
+        web_line = "" if args.no_web else start_web(cli, logs, args.web_port, children)
+        sim_log = open(logs / "demo-simulate.log", "ab")  # noqa: SIM115
+        simulator = subprocess.Popen(
+            [*cli, "simulate", "--rate", str(args.rate), "--duration", str(args.duration)],
+            stdout=sim_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        children.insert(0, simulator)
+        print(f"simulator pid {simulator.pid} publishing {args.rate:g} events/s for {args.duration:g}s")
+        worker_failed = await _follow(args, settings, worker, web_line, logs, counts)
+    finally:
+        _stop(children)
+    if worker_failed:
+        return 1
+    print(
+        f"\ndone: {counts['tallies']} tallies, {counts['statuses']} status changes, {counts['rejected']} rejected "
+        f"messages published while the demo ran; the worker stopped with exit code {worker.returncode}"
     )
-    print(f"worker pid {worker.pid} (log {logs / 'demo-worker.log'}, metrics http://127.0.0.1:8085/metrics)")
-    print(f"simulator pid {simulator.pid} publishing {args.rate:g} events/s for {args.duration:g}s")
+    return 0 if worker.returncode == 0 else 1
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    for proc in children:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in children:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def _follow(
+    args: argparse.Namespace,
+    settings: Any,
+    worker: subprocess.Popen[bytes],
+    web_line: str,
+    logs: Path,
+    counts: Counter[str],
+) -> bool:
+    """The terminal view until the end of the live traffic (then, with ``--then stay``, until Ctrl-C);
+    True when the worker died."""
+    from aiokafka import AIOKafkaConsumer
+
+    from producers.kafka_access import kafka_options
 
     consumer = AIOKafkaConsumer(
         settings.topics.path_tallies,
@@ -81,7 +142,6 @@ async def _demo(args: argparse.Namespace) -> int:
     changed: dict[str, float] = {}
     statuses: Counter[str] = Counter()
     rejected: Counter[str] = Counter()
-    counts = Counter[str]()
     started = time.monotonic()
     last_draw = 0.0
     stop = asyncio.Event()
@@ -105,27 +165,20 @@ async def _demo(args: argparse.Namespace) -> int:
                         counts["rejected"] += 1
             if worker.poll() is not None:
                 print(f"\nthe worker exited with {worker.returncode}; see {logs / 'demo-worker.log'}")
-                return 1
+                return True
             now = time.monotonic()
             if now - last_draw >= 1.0:
                 last_draw = now
-                _draw(now - started, tallies, changed, statuses, rejected, counts, args.rows)
+                _draw(now - started, tallies, changed, statuses, rejected, counts, args.rows, web_line)
+        stay = args.then == "stay" or (args.then is None and sys.stdin.isatty())
+        if stay and not stop.is_set():
+            print(f"\nthe live traffic is over; {web_line or 'the worker runs'}; press Ctrl-C to stop", flush=True)
+            while not stop.is_set() and worker.poll() is None:
+                await asyncio.sleep(0.5)
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         await consumer.stop()
-        for proc in (simulator, worker):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in (simulator, worker):
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    print(
-        f"\ndone: {counts['tallies']} tallies, {counts['statuses']} status changes, {counts['rejected']} rejected "
-        f"messages published while the demo ran; the worker stopped with exit code {worker.returncode}"
-    )
-    return 0 if worker.returncode == 0 else 1
+    return False
 
 
 def _draw(
@@ -136,10 +189,13 @@ def _draw(
     rejected: Counter[str],
     counts: Counter[str],
     rows: int,
+    web_line: str = "",
 ) -> None:
     out = sys.stdout
     if out.isatty():
         out.write("\x1b[2J\x1b[H")
+    if web_line:
+        out.write(web_line + "\n")
     out.write(
         f"session-tally demo  t={elapsed:5.0f}s  tallies published {counts['tallies']}  "
         f"status changes {counts['statuses']}  rejected {counts['rejected']}\n"
@@ -163,3 +219,76 @@ def _draw(
     if rejected:
         out.write("rejected: " + ", ".join(f"{k} {v}" for k, v in rejected.most_common()) + "\n")
     out.flush()
+
+
+async def _history_created_at(settings: Any) -> int | None:
+    """When the demo history's first program was created, if PostgreSQL has it (None: not there, or
+    the database cannot tell yet, e.g. before the worker's first migration)."""
+    from session_tally.demo_history import LEADERSHIP
+    from storage import reads
+    from storage.db import async_engine
+
+    engine = async_engine(settings.database_url, settings.db_schema, pool_size=1)
+    try:
+        program = await reads.program(engine, LEADERSHIP)
+    except Exception:
+        return None
+    finally:
+        await engine.dispose()
+    return None if program is None else program.created_at
+
+
+async def publish_history(cli: list[str], logs: Path) -> None:
+    """Write the demo history (dated up to now) to ``logs/demo-history.jsonl`` and publish it with
+    `session-tally publish` (file order kept across the two topics), unless an earlier run did: the
+    history is made once per state, so its meetings and answers stay consistent with each other."""
+    from datetime import UTC, datetime
+
+    from domain.timefmt import format_instant, instant_from_datetime
+    from session_tally.config import Settings
+    from session_tally.demo_history import history
+
+    earlier = await _history_created_at(Settings.from_env())
+    if earlier is not None:
+        print(f"history: already published by an earlier demo (its first program dates from {format_instant(earlier)})")
+        return
+    lines = history(instant_from_datetime(datetime.now(UTC)))
+    path = logs / "demo-history.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    with open(logs / "demo-publish.log", "ab") as log:
+        rc = subprocess.run([*cli, "publish", str(path)], stdout=log, stderr=subprocess.STDOUT).returncode
+    state = "published" if rc == 0 else f"could not be published (exit {rc}, see {logs / 'demo-publish.log'})"
+    print(f"history: {len(lines)} dated events of org-demo {state} ({path})")
+
+
+def start_web(cli: list[str], logs: Path, port: int, children: list[subprocess.Popen[bytes]]) -> str:
+    """Start `session-tally web` with the demo users (first in ``children``, to be stopped with them),
+    wait until it answers, print its URL and the demo users; returns a one-line reminder for the
+    terminal view ("" when it could not start)."""
+    import urllib.request
+
+    from session_tally.demo_history import DEMO_LOGINS
+
+    web_log = open(logs / "demo-web.log", "ab")  # noqa: SIM115 - closed with the process
+    web = subprocess.Popen(
+        [*cli, "web", "--port", str(port)], stdout=web_log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    children.insert(0, web)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and web.poll() is None:
+        try:
+            with urllib.request.urlopen(url + "healthz", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+    if web.poll() is not None:
+        print(f"the web app exited with {web.returncode}; see {logs / 'demo-web.log'}")
+        return ""
+    print(f"\nweb app: {url}  (log {logs / 'demo-web.log'}); sign in as one of the demo users:")
+    for user, password, what in DEMO_LOGINS:
+        print(f"  {user:<6} password {password:<12} {what}")
+    print()
+    logins = ", ".join(f"{u}/{p}" for u, p, _w in DEMO_LOGINS[:4])
+    return f"web app {url}  users {logins} (user/password)"

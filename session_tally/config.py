@@ -174,3 +174,22 @@ class Settings:
             min_insync_replicas=_env_int("SESSION_TALLY_MIN_INSYNC_REPLICAS"),
             create_topics=_env_bool("SESSION_TALLY_CREATE_TOPICS", True),
         )
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """`session-tally web`: where it listens, who may sign in, the key that signs its session cookies."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    users_file: str = ""  # empty: the demo users shipped with the package (web/demo_users.toml)
+    secret: str = ""  # empty: a random key per start (sessions end when the app restarts)
+
+    @classmethod
+    def from_env(cls) -> WebSettings:
+        return cls(
+            host=_env("SESSION_TALLY_WEB_HOST", "127.0.0.1"),
+            port=int(_env("SESSION_TALLY_WEB_PORT", "8000")),
+            users_file=_env("SESSION_TALLY_WEB_USERS", ""),
+            secret=_env("SESSION_TALLY_WEB_SECRET", ""),
+        )
