@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "session_tally.cmd_worker",
     "session_tally.cmd_publish",
     "session_tally.cmd_snapshot",
+    "session_tally.cmd_offsets",
     "session_tally.cmd_contract",
     "session_tally.cmd_simulate",
     "session_tally.cmd_demo",

@@ -51,6 +51,13 @@ def register(sub: Any) -> None:
         default=15.0,
         help="seconds to finish the batch in flight on SIGTERM (default 15)",
     )
+    p.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=120.0,
+        help="seconds records may wait on a partition (or in the outbox) without progress before /healthz fails "
+        "(default 120)",
+    )
     p.add_argument("--instance-id", help="static group membership id (avoids a rebalance on restart)")
     p.add_argument(
         "--no-create-topics",
@@ -108,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         graceful_timeout_s=args.graceful_timeout,
         instance_id=args.instance_id,
         producers=args.producers,
+        stall_timeout_s=args.stall_timeout,
     )
     asyncio.run(run_worker(settings, options))
     return 0

@@ -38,6 +38,7 @@ class WorkerOptions:
     instance_id: str | None = None
     pool_size: int = 5
     producers: str = "in-process"  # "in-process": in the worker's event loop; "process": a child process
+    stall_timeout_s: float = 120.0  # /healthz fails when records wait this long without progress
 
 
 def wall_clock_us() -> int:
@@ -62,6 +63,7 @@ async def run_worker(
     from consumers.subscriber import InputSubscriber
     from consumers.tolerant_records import install as read_any_bytes
     from producers.kafka_access import faststream_security, kafka_options
+    from session_tally.health import HealthMonitor
     from session_tally.metrics import HttpEndpoint, Metrics
     from session_tally.producers_runtime import Producers
     from session_tally.topics import prepare_topics
@@ -110,22 +112,38 @@ async def run_worker(
     path_subscriber.register(broker, (topics.path_events,), settings.group_id, instance and f"{instance}-path")
     app = FastStream(broker)
 
+    def producers_alive() -> bool:
+        return producers.alive() if producers is not None else (child is not None and child.poll() is None)
+
+    async def oldest_outbox_age() -> float | None:
+        async with engine.connect() as conn:
+            age = await conn.scalar(
+                text("SELECT extract(epoch FROM clock_timestamp() - created_at) FROM outbox ORDER BY id LIMIT 1")
+            )
+        return None if age is None else float(age)
+
+    def owned() -> set[tuple[str, int]]:
+        out: set[tuple[str, int]] = set()
+        for sub in (admin_subscriber, path_subscriber):
+            consumer = sub.consumer
+            if consumer is not None:
+                out |= {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        return out
+
+    monitor = HealthMonitor(
+        ping_postgres=oldest_outbox_age,
+        ping_kafka=lambda: broker_answers(broker),
+        end_offsets=offsets.ends,
+        applied_offsets=uow.applied_offsets,
+        assignments=owned,
+        producers_alive=producers_alive,
+        details=lambda: {"waiting_for_admin": barrier.health()},
+        metrics=metrics,
+        stall_s=options.stall_timeout_s,
+    )
+
     async def health() -> tuple[dict[str, bool], dict[str, Any]]:
-        checks: dict[str, bool] = {
-            "producers": producers.alive() if producers is not None else (child is not None and child.poll() is None)
-        }
-
-        async def select_one() -> None:
-            async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-
-        try:
-            await asyncio.wait_for(select_one(), 3.0)
-            checks["postgres"] = True
-        except Exception:
-            checks["postgres"] = False
-        checks["kafka"] = await broker_answers(broker)
-        return checks, {"waiting_for_admin": barrier.health()}
+        return monitor.verdict()
 
     async def refresh_gauges() -> None:
         async with engine.connect() as conn:
@@ -138,9 +156,12 @@ async def run_worker(
 
     endpoint = HttpEndpoint(metrics, health, refresh_gauges)
 
+    background: list[asyncio.Task[None]] = []
+
     @app.on_startup
     async def start_offsets() -> None:
         await offsets.start()  # before the subscribers: the first path batch needs it
+        background.append(asyncio.create_task(monitor.run(), name="health"))
 
     @app.after_startup
     async def start_background() -> None:
@@ -184,6 +205,8 @@ async def run_worker(
                 except subprocess.TimeoutExpired:
                     child.kill()
             await drain_outbox(settings, engine, options.graceful_timeout_s)  # whatever the child left
+        monitor.request_stop()
+        await asyncio.gather(*background, return_exceptions=True)
         await endpoint.stop()
         await offsets.stop()
         await engine.dispose()

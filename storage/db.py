@@ -22,15 +22,36 @@ def _url(url: str) -> str:
     return url
 
 
-def _connect_args(schema: str) -> dict[str, object]:
+#: Bounds on the sessions of workers, so that a frozen worker (SIGSTOP, a VM paused, a GC stall) delays
+#: the others by a bounded time: its locks (consumer_offsets rows, relay lanes, paths) go when PostgreSQL
+#: ends its session after IDLE_IN_TRANSACTION_S idle inside a transaction (or a statement after
+#: STATEMENT_S); a transaction that waits longer than LOCK_S for a lock fails and is retried (the unit
+#: of work retries lock timeouts), so waiting never piles up. When the frozen worker resumes, its
+#: transaction is gone: it commits nothing stale.
+LOCK_S = 5
+IDLE_IN_TRANSACTION_S = 20
+STATEMENT_S = 60
+SESSION_BOUNDS = (
+    f"-clock_timeout={LOCK_S}s -cidle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_S}s "
+    f"-cstatement_timeout={STATEMENT_S}s"
+)
+
+
+def _connect_args(schema: str, bounded: bool = False) -> dict[str, object]:
     # connect_timeout: a server that does not answer (down, partitioned) fails a connection attempt after
     # 10 s instead of the operating system's minutes; the caller retries.
-    return {"options": f"-csearch_path={schema}", "connect_timeout": 10}
+    options = f"-csearch_path={schema}" + (" " + SESSION_BOUNDS if bounded else "")
+    return {"options": options, "connect_timeout": 10}
 
 
 def async_engine(url: str, schema: str = "public", pool_size: int = 5) -> AsyncEngine:
+    """The workers' engine: sessions bounded by :data:`SESSION_BOUNDS`."""
     return create_async_engine(
-        _url(url), connect_args=_connect_args(schema), pool_size=pool_size, max_overflow=2, pool_pre_ping=True
+        _url(url),
+        connect_args=_connect_args(schema, bounded=True),
+        pool_size=pool_size,
+        max_overflow=2,
+        pool_pre_ping=True,
     )
 
 
