@@ -79,9 +79,9 @@ class InputSubscriber:
             log.warning("cannot read the applied offsets for the new assignment (%s)", describe(exc))
             return
         for tp in assigned:
-            offset = applied.get((tp.topic, tp.partition))
-            if offset is not None:
-                consumer.seek(tp, offset)
+            # a partition never applied starts at its beginning (0: Kafka's log start when older records
+            # were deleted), whatever offset Kafka has committed for the group
+            consumer.seek(tp, applied.get((tp.topic, tp.partition), 0))
 
     def register(
         self, broker: Any, topics: tuple[str, str], group_id: str, group_instance_id: str | None = None
