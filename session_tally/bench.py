@@ -3,7 +3,7 @@
 Benchmarks are sub-commands of ``bench``; each one registers itself through a function in
 ``BENCHMARKS`` (``register(commands)``, where ``commands`` is the nested sub-parser set).
 
-``bench replay``: generates a realistic stream (``producers.traffic``) to a file first (not timed), then
+``bench replay``: generates a realistic stream (``session_tally.traffic``) to a file first (not timed), then
 runs ``session-tally replay FILE --at T`` in a child process and measures its wall time and peak
 resident memory (``os.wait4``). The child's start-up and import time are included: that is what a user
 of ``replay`` waits for.
@@ -97,7 +97,7 @@ def register_replay(commands: Any) -> None:
 
 def generate_file(path: Path, events: int, seed: int, order_independent: bool) -> tuple[int, int, float]:
     """Write the stream to ``path``; return (records written, last stream time, seconds taken)."""
-    from producers.traffic import TrafficConfig, generate_tagged, write_jsonl
+    from session_tally.traffic import TrafficConfig, generate_tagged, write_jsonl
 
     config = TrafficConfig(seed=seed, order_independent=order_independent)
     last = [int(config.epoch.timestamp())]

@@ -3,7 +3,7 @@ in one run, next to what Kafka and PostgreSQL alone can do on the same machine.
 
 Phases (each prints its figures as it finishes; ``--skip-*`` leaves one out):
 
-1. Kafka ceiling: generate N events (``producers.traffic``, the realistic mix, to a temporary file, not
+1. Kafka ceiling: generate N events (``session_tally.traffic``, the realistic mix, to a temporary file, not
    timed), publish them as `session-tally publish` does, then time a plain aiokafka consumer reading both
    input topics from the beginning and doing nothing else (msgs/s).
 2. PostgreSQL ceiling: COPY, in transactions of ``--batch-size`` events, one ``processed_events`` row and one
@@ -1182,7 +1182,7 @@ async def offer(
     sent: the meeting.scheduled inputs as (path key, meeting id, Kafka timestamp ms) and the end offsets."""
     from aiokafka import AIOKafkaProducer
 
-    from producers.traffic import TrafficConfig, generate_tagged
+    from session_tally.traffic import TrafficConfig, generate_tagged
 
     config = TrafficConfig(
         seed=args.seed,

@@ -1,7 +1,7 @@
 """`session-tally publish EVENTS.jsonl`: put a file of envelopes on the input topics.
 
 Each non-blank line is one message, sent as its exact bytes (without the newline) to the topic and with
-the key that :func:`producers.traffic.route` gives it: organization and program events to the admin
+the key that :func:`producers.routing.route` gives it: organization and program events to the admin
 topic keyed by ``org_id``, everything else to the path topic keyed by ``path_id`` (unparseable lines
 too, keyed by the ``path_id`` still readable in them, else unkeyed). Every message carries the header
 ``session-tally-line`` = its 1-based line number, so that ``session-tally snapshot`` can number
@@ -207,7 +207,7 @@ async def publish_records(
 def file_items(fh: BinaryIO, blank_lines: list[int] | None = None) -> Iterator[PublishItem]:
     """The messages of an open JSONL file, routed, with their line numbers (blank lines skipped; their
     count is added to ``blank_lines[0]`` when given)."""
-    from producers.traffic import route
+    from producers.routing import route
 
     blanks = 0
     for number, raw in enumerate(fh, start=1):

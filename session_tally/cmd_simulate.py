@@ -1,6 +1,6 @@
 """`session-tally simulate`: publish a realistic live mix of events, paced by the wall clock.
 
-The events come from :func:`producers.traffic.generate_tagged` in its *live* profile: event times start
+The events come from :func:`session_tally.traffic.generate_tagged` in its *live* profile: event times start
 now and move at ``--rate`` events per second; meetings start minutes to hours after they are scheduled
 and last 5-60 minutes; programs use short windows (auto-confirm PT1H..P1D, late-cancel PT1H..PT3H), so a
 running worker's clock visibly moves statuses (upcoming -> unconfirmed -> confirmed / auto-confirmed).
@@ -124,7 +124,7 @@ def run_tag_of(start: datetime) -> str:
 
 
 async def simulate(args: argparse.Namespace, display: Display, save: BinaryIO | None) -> Publisher:
-    from producers.traffic import TrafficConfig, generate_tagged
+    from session_tally.traffic import TrafficConfig, generate_tagged
 
     bootstrap, topics = kafka_target(args)
     epoch = datetime.now(UTC).replace(microsecond=0)

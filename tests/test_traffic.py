@@ -1,4 +1,4 @@
-"""The traffic generator (producers.traffic): deterministic, realistic, every kind of bad input.
+"""The traffic generator (session_tally.traffic): deterministic, realistic, every kind of bad input.
 
 Pure tests (no services). Two tests also run ``session-tally replay`` on a generated stream, to check
 that each bad kind gets the rejection reason it is meant to get and that an ``order_independent`` stream
@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from producers.traffic import (
+from producers.routing import route
+from session_tally.traffic import (
     ADMIN_TYPES,
     BAD_KIND_REASONS,
     BAD_KINDS,
@@ -31,7 +32,6 @@ from producers.traffic import (
     TrafficConfig,
     generate,
     generate_tagged,
-    route,
     write_jsonl,
 )
 

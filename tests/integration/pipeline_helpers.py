@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, func, select, text
 
-from producers.traffic import route
+from producers.routing import route
 from session_tally.config import Settings
 from session_tally.snapshot import LINE_HEADER
 from storage import tables as T

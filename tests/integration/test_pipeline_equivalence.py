@@ -30,9 +30,9 @@ import pytest
 
 from domain.replay import replay
 from domain.timefmt import parse_instant
-from producers.traffic import TrafficConfig, generate_tagged
 from session_tally.config import Settings
 from session_tally.snapshot import read_snapshot
+from session_tally.traffic import TrafficConfig, generate_tagged
 from tests.integration.pipeline_helpers import (
     BackgroundPublish,
     Probe,

@@ -24,8 +24,8 @@ from sqlalchemy import select
 
 from domain.engine import APPLIED, process_message
 from domain.model import State
-from producers.traffic import TrafficConfig, generate
 from session_tally.config import Settings
+from session_tally.traffic import TrafficConfig, generate
 from storage import tables as T
 from tests.integration.pipeline_helpers import Probe, publish_lines, read_raw_topic, run_to_end
 

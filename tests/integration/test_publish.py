@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from producers.traffic import TrafficConfig, generate, route, write_jsonl
+from producers.routing import route
 from session_tally.cmd_publish import LINE_HEADER, file_items, publish_records
 from session_tally.config import Topics
+from session_tally.traffic import TrafficConfig, generate, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from domain.replay import replay
 from domain.timefmt import parse_instant
-from producers.traffic import route
+from producers.routing import route
 from session_tally.snapshot import LINE_HEADER, build_document
 from storage import tables as T
 from storage.db import async_engine, upgrade

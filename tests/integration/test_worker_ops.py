@@ -22,8 +22,8 @@ from sqlalchemy import create_engine, text
 from domain.replay import Replay
 from domain.timefmt import format_instant, parse_instant
 from producers.relay import LANE_LOCK_BASE
-from producers.traffic import TrafficConfig, generate
 from session_tally.config import Settings
+from session_tally.traffic import TrafficConfig, generate
 from storage.messages import LANES
 from tests.integration.pipeline_helpers import (
     ROOT,

@@ -1,68 +1,18 @@
-"""A deterministic, realistic stream of session-tally input events (SPEC.md section 3).
-
-Pure: no I/O, no wall clock, no global randomness. Everything comes from one ``random.Random(seed)``, so
-``generate(config, n)`` gives the same bytes every time for the same config and ``n``.
-
-The stream reads like real traffic:
-
-- a setup phase: the support desk switches session management on for most organizations (a few stay
-  off, one is toggled off and on again), program admins and the support desk create programs (most with
-  session verification on, some off, a few rejected because their org is switched off);
-- then the bulk, in event-time order: each path schedules meetings (30-120 minutes, days ahead) and
-  each meeting gets a fate: it happens and the participant answers "did it occur?" (or nobody answers
-  and it auto-confirms), or it is canceled or rescheduled, sometimes inside the late-cancel window,
-  followed by disputes and their resolutions; program admins set path authorized hours (with a note),
-  the support desk changes program settings now and then (and program admins try to, and are refused);
-- mixed in: exact duplicate deliveries, meeting events published before the ``meeting.scheduled`` they
-  refer to (same path), and malformed or invalid messages of every kind in :data:`BAD_KINDS` (each with
-  the rejection reason of SPEC section 7 it is meant to get, see :data:`BAD_KIND_REASONS`).
-
-``order_independent=True`` restricts the stream so that its final result does not depend on how the
-admin topic and the path topic interleave (see :class:`TrafficConfig`).
-
-Memory stays bounded by the live per-path state (pending follow-ups of meetings not yet finished, a few
-recent meetings per path, a small ring of recent records for duplicates), not by the stream length.
-"""
+"""What the simulator generates: its configuration, the records it yields and the kinds of bad input it
+mixes in (each with the rejection reason it is meant to get). No behaviour: see the package for the
+generator itself."""
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import BinaryIO, Literal, NamedTuple
+from typing import NamedTuple
 
-__all__ = [
-    "ADMIN_TYPES",
-    "BAD_KINDS",
-    "BAD_KIND_REASONS",
-    "EVENT_TYPES",
-    "Record",
-    "Tagged",
-    "TopicKind",
-    "TrafficConfig",
-    "generate",
-    "generate_tagged",
-    "route",
-    "write_jsonl",
-]
+from domain import events as E
+from producers.routing import TopicKind
 
-TopicKind = Literal["admin", "path"]
-
-ADMIN_TYPES = frozenset({"organization.session_management_set", "program.created", "program.settings_updated"})
-EVENT_TYPES = (
-    "organization.session_management_set",
-    "program.created",
-    "program.settings_updated",
-    "path.authorized_hours_set",
-    "meeting.scheduled",
-    "meeting.rescheduled",
-    "meeting.canceled",
-    "meeting.confirmation_submitted",
-    "meeting.disputed",
-    "meeting.dispute_resolved",
-)
+ADMIN_TYPES = E.ADMIN_TYPES
+EVENT_TYPES = tuple(E.EVENT_MODELS)  # every input event type, in the order of SPEC section 3
 
 # Every kind of bad input the generator produces, with the rejection reason the engine should give it.
 BAD_KIND_REASONS: dict[str, str] = {
@@ -166,58 +116,3 @@ class Tagged(NamedTuple):
     kind: str  # the event type, "bad:<kind>" (see BAD_KINDS) or "duplicate"
     record: Record
     early: bool = False  # a meeting event published before the meeting.scheduled it refers to
-
-
-def generate(config: TrafficConfig, events: int) -> Iterator[Record]:
-    """Exactly ``events`` records (fewer only if ``events`` < 0), deterministic for ``config``."""
-    for tagged in generate_tagged(config, events):
-        yield tagged.record
-
-
-def generate_tagged(config: TrafficConfig, events: int) -> Iterator[Tagged]:
-    """Like :func:`generate`, with each record's stream time and kind."""
-    from producers.traffic_sim import Simulation
-
-    return Simulation(config, events).run()
-
-
-def write_jsonl(records: Iterable[Record], fh: BinaryIO) -> int:
-    """Write one value per line; returns how many were written."""
-    count = 0
-    write = fh.write
-    batch: list[bytes] = []
-    for record in records:
-        batch.append(record.value)
-        count += 1
-        if len(batch) >= 4096:
-            batch.append(b"")
-            write(b"\n".join(batch))
-            batch.clear()
-    if batch:
-        batch.append(b"")
-        write(b"\n".join(batch))
-    return count
-
-
-_PATH_ID_RE = re.compile(rb'"path_id"\s*:\s*"([^"\\]*)"')
-
-
-def route(value: bytes) -> tuple[TopicKind, bytes | None]:
-    """Topic kind and key for one raw message (what ``session-tally publish`` uses).
-
-    Organization and program event types go to the admin topic keyed by ``org_id``; everything else to
-    the path topic keyed by ``path_id``. A message that cannot be parsed goes to the path topic, keyed by
-    its ``path_id`` when one can still be read from the bytes, else unkeyed.
-    """
-    try:
-        obj = json.loads(value)
-    except ValueError:  # includes UnicodeDecodeError
-        match = _PATH_ID_RE.search(value)
-        return "path", (match.group(1) if match else None)
-    if not isinstance(obj, dict):
-        return "path", None
-    if obj.get("type") in ADMIN_TYPES:
-        org = obj.get("org_id")
-        return "admin", (org.encode("utf-8", "surrogatepass") if isinstance(org, str) else None)
-    path = obj.get("path_id")
-    return "path", (path.encode("utf-8", "surrogatepass") if isinstance(path, str) else None)

@@ -14,16 +14,16 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from producers.traffic import Record, Tagged, TrafficConfig
-from producers.traffic_model import (
+from session_tally.traffic.config import Record, Tagged, TrafficConfig
+from session_tally.traffic.model import (
     CALENDAR,
-    DAY,
+    DAY_S,
     EVENTS_PER_MEETING,
     LIVE,
-    MINUTE,
-    Meeting,
-    Path,
-    Program,
+    MINUTE_S,
+    SimMeeting,
+    SimPath,
+    SimProgram,
 )
 
 T = TypeVar("T")
@@ -62,12 +62,12 @@ class SimCore:
         self.ring: list[Tagged] = []
         self.org_enabled: dict[str, bool] = {}
         self.orgs: list[str] = []
-        self.programs: list[Program] = []  # accepted ones
-        self.created: list[Program] = []  # accepted and published
-        self.paths: list[Path] = []
-        self.started: list[Path] = []  # registered paths
-        self.vstarted: list[Path] = []  # registered paths of verification-on programs
-        self.mid_paths: list[Path] = []  # paths of programs created mid-stream
+        self.programs: list[SimProgram] = []  # accepted ones
+        self.created: list[SimProgram] = []  # accepted and published
+        self.paths: list[SimPath] = []
+        self.started: list[SimPath] = []  # registered paths
+        self.vstarted: list[SimPath] = []  # registered paths of verification-on programs
+        self.mid_paths: list[SimPath] = []  # paths of programs created mid-stream
         self.support = tuple(f"support-{k}" for k in range(1, 5))
         self._size()
         self.p_early = min(1.0, config.early_fraction * 2.6)
@@ -100,10 +100,10 @@ class SimCore:
 
     # ---------------------------------------------------------------- formatting
     def fmt(self, t: int) -> str:
-        d, r = divmod(t, DAY)
+        d, r = divmod(t, DAY_S)
         prefix = self.days.get(d)
         if prefix is None:
-            prefix = self.days[d] = datetime.fromtimestamp(d * DAY, UTC).strftime("%Y-%m-%dT")
+            prefix = self.days[d] = datetime.fromtimestamp(d * DAY_S, UTC).strftime("%Y-%m-%dT")
         return prefix + self.hms[r]
 
     def eid(self) -> str:
@@ -114,11 +114,11 @@ class SimCore:
         """occurred_at of a program.settings_updated published now."""
         if self.cfg.order_independent:
             self.far_count += 1
-            return self.fmt(self.base + 3650 * DAY + self.far_count * MINUTE)
+            return self.fmt(self.base + 3650 * DAY_S + self.far_count * MINUTE_S)
         return self.fmt(self.now)
 
     def path_tagged(
-        self, path: Path, typ: str, t: int, actor: str, role: str, data: str, early: bool = False
+        self, path: SimPath, typ: str, t: int, actor: str, role: str, data: str, early: bool = False
     ) -> Tagged:
         value = (
             f'{{"event_id":"{self.eid()}","type":"{typ}","schema_version":1,"occurred_at":"{self.fmt(t)}",'
@@ -140,7 +140,7 @@ class SimCore:
         self.out.append(tagged)
         self.n_normal += 1
 
-    def emit_meeting_event(self, m: Meeting, typ: str, t: int, actor: str, role: str, data: str) -> None:
+    def emit_meeting_event(self, m: SimMeeting, typ: str, t: int, actor: str, role: str, data: str) -> None:
         """Publish an event about `m`; if its meeting.scheduled was held back, it follows right after."""
         held = m.held
         if held is None:
@@ -163,7 +163,7 @@ class SimCore:
     def between(self, lo: int, hi: int) -> int:
         return lo + int(self.rnd() * (hi - lo)) if hi > lo else lo
 
-    def _register(self, path: Path) -> None:
+    def _register(self, path: SimPath) -> None:
         """The path's first record that will be applied (or skipped) is out: it is registered now."""
         path.registered_at = self.now
         self.started.append(path)

@@ -1,4 +1,4 @@
-"""Entities and constants of the traffic simulation (internal to producers.traffic)."""
+"""Entities and constants of the traffic simulation (internal to session_tally.traffic)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from producers.traffic import Tagged
+from session_tally.traffic.config import Tagged
 
-MINUTE = 60
-HOUR = 3600
-DAY = 86400
+MINUTE_S = 60
+HOUR_S = 3600
+DAY_S = 86400
 
 # What the generator believes became of a meeting (it plans valid follow-ups from it).
 SCHEDULED, CANCELED, LATE_CANCELED, RESCHEDULED = 0, 1, 2, 3
@@ -69,7 +69,7 @@ PROGRAM_NAMES = (
     "Sales Excellence",
     "Wellbeing Coaching",
     "Executive Presence",
-    "Graduate Program",
+    "Graduate SimProgram",
 )
 
 
@@ -87,40 +87,40 @@ class Timing:
 
 
 CALENDAR = Timing(
-    horizon=112 * DAY,
-    unit=HOUR,
+    horizon=112 * DAY_S,
+    unit=HOUR_S,
     late_cancel_windows=(
-        ("PT12H", 12 * HOUR),
-        ("PT24H", DAY),
-        ("PT24H", DAY),
-        ("P2D", 2 * DAY),
+        ("PT12H", 12 * HOUR_S),
+        ("PT24H", DAY_S),
+        ("PT24H", DAY_S),
+        ("P2D", 2 * DAY_S),
         (None, None),
     ),
-    auto_confirm_windows=(("PT72H", 3 * DAY), ("P3D", 3 * DAY), ("P7D", 7 * DAY), ("P14D", 14 * DAY)),
+    auto_confirm_windows=(("PT72H", 3 * DAY_S), ("P3D", 3 * DAY_S), ("P7D", 7 * DAY_S), ("P14D", 14 * DAY_S)),
     durations=(30, 45, 45, 50, 55, 60, 60, 60, 60, 75, 90, 90, 100, 120),
-    answer_mean=8 * HOUR,
+    answer_mean=8 * HOUR_S,
     calendar=True,
 )
 LIVE = Timing(
-    horizon=6 * HOUR,
-    unit=MINUTE,
+    horizon=6 * HOUR_S,
+    unit=MINUTE_S,
     late_cancel_windows=(
-        ("PT1H", HOUR),
-        ("PT1H", HOUR),
-        ("PT2H", 2 * HOUR),
-        ("PT3H", 3 * HOUR),
+        ("PT1H", HOUR_S),
+        ("PT1H", HOUR_S),
+        ("PT2H", 2 * HOUR_S),
+        ("PT3H", 3 * HOUR_S),
         (None, None),
     ),
-    auto_confirm_windows=(("PT1H", HOUR), ("PT2H", 2 * HOUR), ("PT6H", 6 * HOUR), ("P1D", DAY)),
+    auto_confirm_windows=(("PT1H", HOUR_S), ("PT2H", 2 * HOUR_S), ("PT6H", 6 * HOUR_S), ("P1D", DAY_S)),
     durations=(5, 10, 15, 20, 30, 30, 45, 60),
-    answer_mean=5 * MINUTE,
+    answer_mean=5 * MINUTE_S,
     calendar=False,
 )
 AUTHORIZED_HOURS = ("10", "12.5", "20", "null", "40", "7.25", "10", "20", "null", "100")
 PATH_HOURS = ("5", "8", "12.5", "15", "20", "25.75", "30", "null")
 
 
-class Program:
+class SimProgram:
     __slots__ = (
         "acw",
         "acw_name",
@@ -157,10 +157,10 @@ class Program:
         self.created_at: int | None = None  # stream time its program.created was published
 
 
-class Path:
+class SimPath:
     __slots__ = ("coach", "head", "key", "learner", "n", "pid", "prog", "recent", "registered_at")
 
-    def __init__(self, n: int, prog: Program, tag: str = "") -> None:
+    def __init__(self, n: int, prog: SimProgram, tag: str = "") -> None:
         self.n = n
         self.pid = f"{tag}path-{n:05d}"
         self.key = self.pid.encode()
@@ -168,11 +168,11 @@ class Path:
         self.head = f'"org_id":"{prog.org}","program_id":"{prog.pid}","path_id":"{self.pid}"'
         self.learner = f"learner-{n}"
         self.coach = prog.coaches[n % len(prog.coaches)]
-        self.recent: list[Meeting] = []  # the last few meetings (material for bad input)
+        self.recent: list[SimMeeting] = []  # the last few meetings (material for bad input)
         self.registered_at: int | None = None
 
 
-class Meeting:
+class SimMeeting:
     __slots__ = (
         "avail",
         "changed",
@@ -187,7 +187,7 @@ class Meeting:
         "waived",
     )
 
-    def __init__(self, mid: str, path: Path, start: int, end: int) -> None:
+    def __init__(self, mid: str, path: SimPath, start: int, end: int) -> None:
         self.mid = mid
         self.path = path
         self.start = start

@@ -1,6 +1,6 @@
-"""Malformed and invalid messages for the traffic simulation (internal to producers.traffic).
+"""Malformed and invalid messages for the traffic simulation (internal to session_tally.traffic).
 
-Each builder makes one message of one kind of :data:`producers.traffic.BAD_KINDS`, built around real
+Each builder makes one message of one kind of :data:`session_tally.traffic.BAD_KINDS`, built around real
 state (a registered path, a meeting already published, a program already created) so that it gets
 exactly the rejection reason listed in ``BAD_KIND_REASONS`` and changes nothing. A builder returns None
 when the stream has nothing yet to build its kind from (no ended meeting yet, ...); that kind is then
@@ -13,17 +13,17 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from producers.traffic import (
+from producers.routing import route
+from session_tally.traffic.config import (
     BAD_KINDS,
     CROSS_PARTITION_BAD_KINDS,
     ORDER_DEPENDENT_BAD_KINDS,
     Record,
     Tagged,
     TrafficConfig,
-    route,
 )
-from producers.traffic_core import SimCore
-from producers.traffic_model import DAY, HOUR, MINUTE, SCHEDULED, Meeting, Path, Program
+from session_tally.traffic.core import SimCore
+from session_tally.traffic.model import DAY_S, HOUR_S, MINUTE_S, SCHEDULED, SimMeeting, SimPath, SimProgram
 
 # About this many too-large messages per million (they are 66 KB each).
 TOO_LARGE_PER_EVENT = 4e-6
@@ -41,7 +41,7 @@ def _dumps(obj: Any) -> bytes:
 
 
 class BadInputs(SimCore):
-    """The bad-input builders of :class:`producers.traffic_sim.Simulation`."""
+    """The bad-input builders of :class:`session_tally.traffic.sim.Simulation`."""
 
     def __init__(self, config: TrafficConfig, events: int) -> None:
         super().__init__(config, events)
@@ -84,17 +84,17 @@ class BadInputs(SimCore):
         self.ghosts += 1
         return f"{self.tag}m-x{self.ghosts:06d}"
 
-    def _path(self, verification: bool = False) -> Path | None:
+    def _path(self, verification: bool = False) -> SimPath | None:
         paths = self.vstarted if verification else self.started
         for _ in range(4):
             if not paths:
                 return None
-            path: Path = self.pick(paths)
+            path: SimPath = self.pick(paths)
             if path.registered_at is not None and path.registered_at < self.now:
                 return path
         return None
 
-    def _meeting(self, ok: Callable[[Meeting], bool]) -> Meeting | None:
+    def _meeting(self, ok: Callable[[SimMeeting], bool]) -> SimMeeting | None:
         """A published meeting of a registered verification-on path that satisfies `ok`."""
         for _ in range(6):
             path = self._path(verification=True)
@@ -107,12 +107,12 @@ class BadInputs(SimCore):
 
     def _envelope(
         self,
-        path: Path,
+        path: SimPath,
         typ: str,
         t: int,
         role: str,
         data: dict[str, Any],
-        m: Meeting | None = None,
+        m: SimMeeting | None = None,
     ) -> dict[str, Any]:
         prog = path.prog
         actor = {"participant": path.learner, "facilitator": path.coach, "program_admin": prog.admin}.get(
@@ -130,17 +130,17 @@ class BadInputs(SimCore):
             "data": data,
         }
 
-    def _new_schedule(self, path: Path, mid: str | None = None) -> dict[str, Any]:
-        start = self.now + self.between(2 * HOUR, 5 * DAY)
-        start -= start % (15 * MINUTE)
+    def _new_schedule(self, path: SimPath, mid: str | None = None) -> dict[str, Any]:
+        start = self.now + self.between(2 * HOUR_S, 5 * DAY_S)
+        start -= start % (15 * MINUTE_S)
         data = {
             "meeting_id": mid or self._fresh_mid(),
             "start": self.fmt(start),
-            "end": self.fmt(start + HOUR),
+            "end": self.fmt(start + HOUR_S),
         }
         return self._envelope(path, "meeting.scheduled", self.now, "participant", data)
 
-    def _recent_event(self, path: Path) -> dict[str, Any]:
+    def _recent_event(self, path: SimPath) -> dict[str, Any]:
         """A plausible event about one of the path's meetings (or a new one)."""
         m = path.recent[-1] if path.recent else None
         if m is None or self.rnd() < 0.3:
@@ -158,7 +158,7 @@ class BadInputs(SimCore):
     def _admin(
         self,
         typ: str,
-        p: Program,
+        p: SimProgram,
         role: str,
         data: dict[str, Any],
         org: str | None = None,
@@ -175,7 +175,7 @@ class BadInputs(SimCore):
             "data": data,
         }
 
-    def _created_program(self, min_age_s: int = 0) -> Program | None:
+    def _created_program(self, min_age_s: int = 0) -> SimProgram | None:
         created = [p for p in self.created if p.created_at is not None and p.created_at < self.now - min_age_s]
         return self.pick(created) if created else None
 
@@ -314,9 +314,11 @@ class BadInputs(SimCore):
         if path is None:
             return None
         event = self._new_schedule(path)
-        start = self.now + DAY
+        start = self.now + DAY_S
         event["data"]["start"] = self.fmt(start)
-        event["data"]["end"] = self.fmt(start + self.pick((DAY + MINUTE, DAY + 15 * MINUTE, 30 * HOUR, 3 * DAY)))
+        event["data"]["end"] = self.fmt(
+            start + self.pick((DAY_S + MINUTE_S, DAY_S + 15 * MINUTE_S, 30 * HOUR_S, 3 * DAY_S))
+        )
         return _dumps(event)
 
     def _bad_unknown_type(self) -> bytes | None:
@@ -390,8 +392,8 @@ class BadInputs(SimCore):
             event = self._admin("program.settings_updated", p, "support", {"authorized_hours": 15})
             event["program_id"] = ghost
             return _dumps(event)
-        start = self.now + self.between(HOUR, 3 * DAY)
-        start -= start % (15 * MINUTE)
+        start = self.now + self.between(HOUR_S, 3 * DAY_S)
+        start -= start % (15 * MINUTE_S)
         return _dumps(
             {
                 "event_id": self.eid(),
@@ -405,7 +407,7 @@ class BadInputs(SimCore):
                 "data": {
                     "meeting_id": self._ghost("m"),
                     "start": self.fmt(start),
-                    "end": self.fmt(start + HOUR),
+                    "end": self.fmt(start + HOUR_S),
                 },
             }
         )
@@ -431,7 +433,7 @@ class BadInputs(SimCore):
         ]
         if not others:
             return None
-        other: Program = self.pick(others)
+        other: SimProgram = self.pick(others)
         event = self._recent_event(path)
         event["org_id"], event["program_id"] = other.org, other.pid
         return _dumps(event)
@@ -478,12 +480,12 @@ class BadInputs(SimCore):
             return None
         if self.rnd() < 0.7:
             return _dumps(self._new_schedule(m.path, m.mid))
-        start = self.now + DAY
+        start = self.now + DAY_S
         data = {
             "meeting_id": m.mid,
             "new_meeting_id": m.mid,
             "new_start": self.fmt(start),
-            "new_end": self.fmt(start + HOUR),
+            "new_end": self.fmt(start + HOUR_S),
         }
         return _dumps(self._envelope(m.path, "meeting.rescheduled", self.now, "facilitator", data))
 

@@ -1,6 +1,6 @@
 """Paths and meetings of the traffic simulation: what each meeting's life publishes (internal).
 
-A mixin of :class:`producers.traffic_sim.Simulation`. When a path schedules a meeting, the meeting's
+A mixin of :class:`session_tally.traffic.sim.Simulation`. When a path schedules a meeting, the meeting's
 fate is decided at once (it happens and is answered or not, or it is canceled or rescheduled, inside the
 late-cancel window or not) and its follow-up events are put on the simulation's heap at their event
 times; handlers publish them when their time comes, judging lateness with the program settings in force
@@ -11,23 +11,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from producers.traffic_core import SimCore
-from producers.traffic_model import (
+from session_tally.traffic.core import SimCore
+from session_tally.traffic.model import (
     CANCEL_REASONS,
     CANCELED,
     COMMENTS,
-    DAY,
-    HOUR,
+    DAY_S,
+    HOUR_S,
     LATE_CANCELED,
-    MINUTE,
+    MINUTE_S,
     NOTES,
     P_CANCEL,
     P_HOURS_SET,
     P_RESCHEDULE,
     PATH_HOURS,
     RESCHEDULED,
-    Meeting,
-    Path,
+    SimMeeting,
+    SimPath,
 )
 
 
@@ -36,37 +36,37 @@ class MeetingLife(SimCore):
         rnd = self.rnd()
         if self.timing.calendar:
             if rnd < 0.2:
-                lead = self.between(2 * HOUR, DAY)
+                lead = self.between(2 * HOUR_S, DAY_S)
             elif rnd < 0.9:
-                lead = self.between(DAY, 8 * DAY)
+                lead = self.between(DAY_S, 8 * DAY_S)
             else:
-                lead = self.between(8 * DAY, 21 * DAY)
-            start = (t + lead) // DAY * DAY + 7 * HOUR + 900 * int(self.rnd() * 53)  # 07:00 .. 20:00
-            while start < t + 30 * MINUTE:
-                start += DAY
+                lead = self.between(8 * DAY_S, 21 * DAY_S)
+            start = (t + lead) // DAY_S * DAY_S + 7 * HOUR_S + 900 * int(self.rnd() * 53)  # 07:00 .. 20:00
+            while start < t + 30 * MINUTE_S:
+                start += DAY_S
             return start
         if rnd < 0.6:
-            lead = self.between(MINUTE // 3, 30 * MINUTE)  # some start during a short demo
+            lead = self.between(MINUTE_S // 3, 30 * MINUTE_S)  # some start during a short demo
         elif rnd < 0.95:
-            lead = self.between(30 * MINUTE, 6 * HOUR)
+            lead = self.between(30 * MINUTE_S, 6 * HOUR_S)
         else:
-            lead = self.between(6 * HOUR, 3 * DAY)
-        return (t + lead) // MINUTE * MINUTE + MINUTE
+            lead = self.between(6 * HOUR_S, 3 * DAY_S)
+        return (t + lead) // MINUTE_S * MINUTE_S + MINUTE_S
 
     def _duration(self) -> int:
         minutes = self.pick(self.timing.durations)
-        return minutes * MINUTE + (30 if self.rnd() < 0.03 else 0)  # a few end on a half minute
+        return minutes * MINUTE_S + (30 if self.rnd() < 0.03 else 0)  # a few end on a half minute
 
-    def new_meeting(self, path: Path, start: int, end: int) -> Meeting:
+    def new_meeting(self, path: SimPath, start: int, end: int) -> SimMeeting:
         self.meeting_count += 1
-        m = Meeting(f"{self.tag}m-{self.meeting_count:06d}", path, start, end)
+        m = SimMeeting(f"{self.tag}m-{self.meeting_count:06d}", path, start, end)
         recent = path.recent
         if len(recent) >= 8:
             del recent[0]
         recent.append(m)
         return m
 
-    def _tick(self, path: Path, _b: Any, t: int) -> None:
+    def _tick(self, path: SimPath, _b: Any, t: int) -> None:
         """A path schedules its next meeting (and now and then gets its authorized hours set)."""
         rnd = self.rnd
         if t - self.ctl_t >= self.ctl_window:  # steer the rate of the stream towards its target
@@ -105,7 +105,7 @@ class MeetingLife(SimCore):
             if path.registered_at is None:
                 self._register(path)
 
-    def _hours_set(self, path: Path, t: int) -> None:
+    def _hours_set(self, path: SimPath, t: int) -> None:
         actor, role = (path.prog.admin, "program_admin") if self.rnd() < 0.85 else (self.pick(self.support), "support")
         note = f',"note":{self.pick(NOTES)}' if self.rnd() < 0.8 else ""
         data = f'{{"authorized_hours":{self.pick(PATH_HOURS)}{note}}}'
@@ -113,7 +113,7 @@ class MeetingLife(SimCore):
         if path.registered_at is None:
             self._register(path)
 
-    def _plan(self, m: Meeting, t0: int) -> bool:
+    def _plan(self, m: SimMeeting, t0: int) -> bool:
         """Decide what becomes of meeting `m` (created at t0); True when some event will name it."""
         r = self.rnd()
         if r < P_CANCEL:
@@ -124,42 +124,42 @@ class MeetingLife(SimCore):
             return True
         return self._plan_answers(m, t0)
 
-    def _change_time(self, m: Meeting, t0: int) -> int:
+    def _change_time(self, m: SimMeeting, t0: int) -> int:
         """When a cancel or reschedule happens: before the late-cancel window or (often) inside it."""
-        lo = t0 + MINUTE
+        lo = t0 + MINUTE_S
         window = m.path.prog.lcw
         s, e = m.start, m.end
         if window is not None and self.rnd() < 0.45:
             a = max(lo, s - window)
             t = self.between(a, max(a, s + (e - s) // 2))
         else:
-            hi = s - (window or 0) - MINUTE
-            t = self.between(lo, hi) if hi > lo else self.between(lo, max(lo, s - MINUTE))
+            hi = s - (window or 0) - MINUTE_S
+            t = self.between(lo, hi) if hi > lo else self.between(lo, max(lo, s - MINUTE_S))
         return min(t, e - 1)
 
-    def _plan_answers(self, m: Meeting, t0: int) -> bool:
+    def _plan_answers(self, m: SimMeeting, t0: int) -> bool:
         rnd = self.rnd
         acw = m.path.prog.acw
         s, e = m.start, m.end
         deadline = e + acw
         follows = False
-        if rnd() < 0.03 and s - t0 > 3 * MINUTE:  # answered before it started: meeting_not_started
-            self.push(self.between(t0 + MINUTE, s - MINUTE), self._on_answer, m, ("participant", True))
+        if rnd() < 0.03 and s - t0 > 3 * MINUTE_S:  # answered before it started: meeting_not_started
+            self.push(self.between(t0 + MINUTE_S, s - MINUTE_S), self._on_answer, m, ("participant", True))
             follows = True
         v = rnd()
         if v < 0.80:
-            delay = MINUTE + int(min(self.rng.expovariate(1.0) * self.timing.answer_mean, acw - 10 * MINUTE))
+            delay = MINUTE_S + int(min(self.rng.expovariate(1.0) * self.timing.answer_mean, acw - 10 * MINUTE_S))
             t = e + delay
             role = "program_admin" if rnd() < 0.05 else "participant"
             self.push(t, self._on_answer, m, (role, rnd() < 0.9))
             if rnd() < 0.04:  # a second answer: already_answered
-                self.push(t + self.between(MINUTE, acw // 2), self._on_answer, m, ("participant", rnd() < 0.5))
+                self.push(t + self.between(MINUTE_S, acw // 2), self._on_answer, m, ("participant", rnd() < 0.5))
             if rnd() < 0.02:  # the coach answers: forbidden
-                self.push(e + self.between(MINUTE, acw // 2), self._on_answer, m, ("facilitator", True))
+                self.push(e + self.between(MINUTE_S, acw // 2), self._on_answer, m, ("facilitator", True))
             return True
         if v < 0.85:  # answered too late: confirmation_window_closed
             self.push(
-                deadline + self.between(MINUTE, 72 * self.timing.unit),
+                deadline + self.between(MINUTE_S, 72 * self.timing.unit),
                 self._on_answer,
                 m,
                 ("participant", True),
@@ -167,7 +167,7 @@ class MeetingLife(SimCore):
             return True
         return follows  # nobody answers: auto-confirmed at the deadline
 
-    def _actor(self, m: Meeting, role: str) -> str:
+    def _actor(self, m: SimMeeting, role: str) -> str:
         if role == "participant":
             return m.path.learner
         if role == "facilitator":
@@ -178,7 +178,7 @@ class MeetingLife(SimCore):
             return self.pick(self.support)
         return "scheduler"
 
-    def _on_answer(self, m: Meeting, spec: tuple[str, bool], t: int) -> None:
+    def _on_answer(self, m: SimMeeting, spec: tuple[str, bool], t: int) -> None:
         role, occurred = spec
         data = f'{{"meeting_id":"{m.mid}","occurred":{"true" if occurred else "false"}}}'
         self.emit_meeting_event(m, "meeting.confirmation_submitted", t, self._actor(m, role), role, data)
@@ -187,11 +187,11 @@ class MeetingLife(SimCore):
         r = self.rnd()
         return "participant" if r < 0.45 else "facilitator" if r < 0.75 else "program_admin" if r < 0.9 else "system"
 
-    def _is_late(self, m: Meeting, t: int) -> bool:
+    def _is_late(self, m: SimMeeting, t: int) -> bool:
         window = m.path.prog.lcw
         return window is not None and t >= m.start - window
 
-    def _on_cancel(self, m: Meeting, _b: Any, t: int) -> None:
+    def _on_cancel(self, m: SimMeeting, _b: Any, t: int) -> None:
         late = self._is_late(m, t)
         role = self._change_role()
         reason = f',"reason":{self.pick(CANCEL_REASONS)}' if self.rnd() < 0.7 else ""
@@ -205,9 +205,9 @@ class MeetingLife(SimCore):
         else:
             m.state = CANCELED
             if self.rnd() < 0.03:  # disputing an ordinary cancellation: invalid_transition
-                self.push(t + self.between(MINUTE, 24 * self.timing.unit), self._on_dispute, m, "facilitator")
+                self.push(t + self.between(MINUTE_S, 24 * self.timing.unit), self._on_dispute, m, "facilitator")
 
-    def _on_reschedule(self, m: Meeting, _b: Any, t: int) -> None:
+    def _on_reschedule(self, m: SimMeeting, _b: Any, t: int) -> None:
         late = self._is_late(m, t)
         role = self._change_role()
         start = self._start_time(max(t, m.start))
@@ -225,21 +225,21 @@ class MeetingLife(SimCore):
         else:
             m.state = RESCHEDULED
 
-    def _plan_disputes(self, m: Meeting, t: int) -> None:
+    def _plan_disputes(self, m: SimMeeting, t: int) -> None:
         """After a late cancel: the coach disputes while pending, the learner once final, or nobody."""
         m.deadline = deadline = m.end + m.path.prog.acw
         unit = self.timing.unit
         d = self.rnd()
-        if d < 0.25 and deadline - t > 3 * MINUTE:
-            self.push(self.between(t + MINUTE, deadline - MINUTE), self._on_dispute, m, "facilitator")
+        if d < 0.25 and deadline - t > 3 * MINUTE_S:
+            self.push(self.between(t + MINUTE_S, deadline - MINUTE_S), self._on_dispute, m, "facilitator")
         elif d < 0.40:
-            self.push(deadline + self.between(MINUTE, 120 * unit), self._on_dispute, m, "participant")
-        elif d < 0.43 and deadline - t > 3 * MINUTE:  # the learner too early: invalid_transition
-            self.push(self.between(t + MINUTE, deadline - MINUTE), self._on_dispute, m, "participant")
+            self.push(deadline + self.between(MINUTE_S, 120 * unit), self._on_dispute, m, "participant")
+        elif d < 0.43 and deadline - t > 3 * MINUTE_S:  # the learner too early: invalid_transition
+            self.push(self.between(t + MINUTE_S, deadline - MINUTE_S), self._on_dispute, m, "participant")
         elif d < 0.45:  # resolving what nobody disputed: rejected
             self.push(t + self.between(unit, 48 * unit), self._on_resolve, m)
 
-    def _on_dispute(self, m: Meeting, role: str, t: int) -> None:
+    def _on_dispute(self, m: SimMeeting, role: str, t: int) -> None:
         comment = f',"comment":{self.pick(COMMENTS)}' if self.rnd() < 0.8 else ""
         self.emit_meeting_event(
             m, "meeting.disputed", t, self._actor(m, role), role, f'{{"meeting_id":"{m.mid}"{comment}}}'
@@ -256,7 +256,7 @@ class MeetingLife(SimCore):
                 unit = self.timing.unit
                 self.push(t + self.between(unit, 72 * unit), self._on_resolve, m)
 
-    def _on_resolve(self, m: Meeting, _b: Any, t: int) -> None:
+    def _on_resolve(self, m: SimMeeting, _b: Any, t: int) -> None:
         role = "program_admin" if self.rnd() < 0.7 else "support"
         upheld = self.rnd() < 0.45
         note = f',"note":{self.pick(NOTES)}' if self.rnd() < 0.6 else ""

@@ -1,4 +1,4 @@
-"""The event-time simulation behind :func:`producers.traffic.generate` (internal).
+"""The event-time simulation behind :func:`session_tally.traffic.generate` (internal).
 
 A discrete-event simulation: a heap of pending actions ordered by event time (a path's next meeting,
 a meeting's cancellation, an answer, a dispute, a settings change ...). Popping an action appends the
@@ -13,17 +13,17 @@ import heapq
 from collections.abc import Iterator
 from typing import Any
 
-from producers.traffic import Tagged
-from producers.traffic_bad import BadInputs
-from producers.traffic_meetings import MeetingLife
-from producers.traffic_model import (
+from session_tally.traffic.bad import BadInputs
+from session_tally.traffic.config import Tagged
+from session_tally.traffic.meetings import MeetingLife
+from session_tally.traffic.model import (
     AUTHORIZED_HOURS,
-    DAY,
+    DAY_S,
     EVENTS_PER_MEETING,
-    HOUR,
+    HOUR_S,
     PROGRAM_NAMES,
-    Path,
-    Program,
+    SimPath,
+    SimProgram,
 )
 
 
@@ -104,11 +104,11 @@ class Simulation(MeetingLife, BadInputs):
             self._org_set(org, True, tick())
         self._org_set(disabled[0], False, tick())  # explicitly off; the others were never switched on
         # programs: spread over the enabled orgs, a few big ones
-        programs: list[Program] = []
+        programs: list[SimProgram] = []
         for n in range(1, self.n_programs + 1):
             org = enabled[(n - 1) % len(enabled)] if n <= len(enabled) else self.pick(enabled)
             verification = n % 7 != 3  # about one program in seven has no Meetings tab
-            p = Program(
+            p = SimProgram(
                 n,
                 org,
                 verification,
@@ -145,8 +145,8 @@ class Simulation(MeetingLife, BadInputs):
         chosen = self.rng.choices(programs, weights=weights, k=self.n_paths)
         for i, p in enumerate(programs[: self.n_paths]):  # every program gets at least one path
             chosen[i] = p
-        self.paths = [Path(n, p, self.tag) for n, p in enumerate(chosen, start=1)]
-        bulk = t + (DAY if timing.calendar else 1)
+        self.paths = [SimPath(n, p, self.tag) for n, p in enumerate(chosen, start=1)]
+        bulk = t + (DAY_S if timing.calendar else 1)
         # at first there is nothing to follow up yet: paths schedule faster until answers come in
         self.ctl_t, self.ctl_n, self.gap_factor = bulk, self.n_normal, 1 / EVENTS_PER_MEETING
         self.ctl_window = timing.horizon // 200 if timing.calendar else 10
@@ -180,7 +180,7 @@ class Simulation(MeetingLife, BadInputs):
     def _org_off(self, org: str, _b: Any, t: int) -> None:
         self._org_set(org, False, t)
 
-    def _program_created(self, p: Program, org: str, t: int) -> None:
+    def _program_created(self, p: SimProgram, org: str, t: int) -> None:
         acw = f',"auto_confirm_window":"{p.acw_name}"' if p.verification or self.rnd() < 0.5 else ""
         lcw = "null" if p.lcw_name is None else f'"{p.lcw_name}"'
         name = f'"name":"{PROGRAM_NAMES[p.n % len(PROGRAM_NAMES)]} {p.n}",' if self.rnd() < 0.9 else ""
@@ -192,18 +192,18 @@ class Simulation(MeetingLife, BadInputs):
         actor, role = (p.admin, "program_admin") if self.rnd() < 0.8 else (self.pick(self.support), "support")
         self.emit(self.admin_tagged("program.created", self.fmt(t), org, p.pid, actor, role, data))
 
-    def _create(self, p: Program, _b: Any, t: int) -> None:
+    def _create(self, p: SimProgram, _b: Any, t: int) -> None:
         self._program_created(p, p.org, t)
         p.created_at = self.now
         self.created.append(p)
         for path in self.mid_paths:
             if path.prog is p:
-                self.push(t + self.between(HOUR, 2 * DAY), self._tick, path)
+                self.push(t + self.between(HOUR_S, 2 * DAY_S), self._tick, path)
 
     def _created_rejected(self, n: int, org: str, t: int) -> None:
         """A program.created for an org that is switched off (session_management_disabled)."""
         timing = self.timing
-        p = Program(
+        p = SimProgram(
             n, org, True, self.pick(timing.late_cancel_windows), self.pick(timing.auto_confirm_windows), self.tag
         )
         p.hours = self.pick(AUTHORIZED_HOURS)
@@ -213,7 +213,7 @@ class Simulation(MeetingLife, BadInputs):
         self.push(t + 1 + int(self.rng.expovariate(1.0) * self.admin_gap), self._settings_tick, None)
         if not self.created:
             return
-        p: Program = self.pick(self.created)
+        p: SimProgram = self.pick(self.created)
         timing = self.timing
         fields: list[str] = []
         lcw = acw = None
