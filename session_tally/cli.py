@@ -13,19 +13,19 @@ import sys
 
 # (module, description) in the order shown by --help
 COMMAND_MODULES = [
-    "session_tally.cmd_replay",
-    "session_tally.services",
-    "session_tally.topics",
-    "session_tally.cmd_db",
-    "session_tally.cmd_worker",
-    "session_tally.cmd_publish",
-    "session_tally.cmd_snapshot",
-    "session_tally.cmd_offsets",
-    "session_tally.cmd_contract",
-    "session_tally.cmd_simulate",
-    "session_tally.cmd_demo",
-    "session_tally.cmd_web",
-    "session_tally.bench",
+    "session_tally.commands.replay",
+    "session_tally.commands.services",
+    "session_tally.commands.topics",
+    "session_tally.commands.db",
+    "session_tally.commands.worker",
+    "session_tally.commands.publish",
+    "session_tally.commands.snapshot",
+    "session_tally.commands.offsets",
+    "session_tally.commands.contract",
+    "session_tally.commands.simulate",
+    "session_tally.commands.demo",
+    "session_tally.commands.web",
+    "session_tally.commands.bench",
 ]
 
 

@@ -31,7 +31,7 @@ START_SERVICES_HINT = (
 
 
 def _docker_engine_answers() -> bool:
-    from session_tally.services import docker_engine_available
+    from session_tally.commands.services import docker_engine_available
 
     return docker_engine_available()
 

@@ -21,7 +21,7 @@ import pytest
 
 from domain.replay import Replay
 from domain.timefmt import parse_instant
-from session_tally.cmd_replay import _feed
+from session_tally.commands.replay import _feed
 from tests.oracle import gen, gen2, model
 
 SEEDS = 300  # per generator; about 5 s in all

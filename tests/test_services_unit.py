@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from session_tally.cli import main
+from session_tally.commands.services import env_lines, write_env_file
 from session_tally.config import DEFAULT_DATABASE_URL, DEFAULT_KAFKA
 from session_tally.localsvc.kafka import LocalKafka, new_cluster_id, server_properties
 from session_tally.localsvc.proc import ServiceError
-from session_tally.services import env_lines, write_env_file
 
 
 def test_env_lines_match_the_application_defaults() -> None:

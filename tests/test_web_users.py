@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from session_tally.cmd_web import DEMO_USERS
+from session_tally.commands.web import DEMO_USERS
 from session_tally.demo_history import DEMO_LOGINS, PATHS
 from web.users import User, Users, UsersFileError, hash_password, verify_password
 

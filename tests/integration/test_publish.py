@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from producers.routing import route
-from session_tally.cmd_publish import LINE_HEADER, file_items, publish_records
+from session_tally.commands.publish import LINE_HEADER, file_items, publish_records
 from session_tally.config import Topics
 from session_tally.traffic import TrafficConfig, generate, write_jsonl
 

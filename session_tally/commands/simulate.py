@@ -24,7 +24,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from session_tally.cmd_publish import Publisher, PublishError, add_kafka_arguments, kafka_target
+from session_tally.commands.publish import Publisher, PublishError, add_kafka_arguments, kafka_target
 
 SHORT = {
     "meeting.scheduled": "scheduled",

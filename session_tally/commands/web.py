@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEMO_USERS = Path(__file__).resolve().parents[1] / "web" / "demo_users.toml"
+DEMO_USERS = Path(__file__).resolve().parents[2] / "web" / "demo_users.toml"
 
 EPILOG = """\
 examples (after `make up` and `. .services/env`, with a worker running):

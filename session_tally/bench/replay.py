@@ -1,66 +1,22 @@
-"""`session-tally bench BENCHMARK`: reproducible throughput measurements.
-
-Benchmarks are sub-commands of ``bench``; each one registers itself through a function in
-``BENCHMARKS`` (``register(commands)``, where ``commands`` is the nested sub-parser set).
-
-``bench replay``: generates a realistic stream (``session_tally.traffic``) to a file first (not timed), then
-runs ``session-tally replay FILE --at T`` in a child process and measures its wall time and peak
-resident memory (``os.wait4``). The child's start-up and import time are included: that is what a user
-of ``replay`` waits for.
-"""
+"""``session-tally bench replay``: a realistic stream generated to a file first (not timed), then ``session-tally
+replay FILE --at T`` run in a child process, its wall time and peak resident memory measured (``os.wait4``).
+The child's start-up and import time are included: that is what a user of ``replay`` waits for."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 # ---------------------------------------------------------------------------------------- shared
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, cores and Python: printed with every result (figures mean nothing without them)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "platform": platform.platform(terse=True),
-    }
-
-
-def print_machine(info: dict[str, Any]) -> None:
-    print(f"machine: {info['cpu']}, {info['cores']} cores; {info['python']} on {info['platform']}")
-
-
-def run_measured(cmd: list[str], stdout: Any, stderr: Any) -> tuple[int, float, float]:
-    """Run ``cmd``; return (exit status, wall seconds, peak RSS in MB) of that child process."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return proc.returncode, elapsed, usage.ru_maxrss / scale
+from session_tally.bench.machine import machine_info, print_machine, run_measured
 
 
 def _timestamp(seconds: int) -> str:
@@ -173,22 +129,3 @@ def run_replay(args: argparse.Namespace) -> int:
         out_file.parent.mkdir(parents=True, exist_ok=True)
         out_file.write_text(json.dumps(result, indent=2) + "\n")
     return 0
-
-
-# ---------------------------------------------------------------------------------------- the command
-
-from session_tally.bench_pipeline import register_pipeline  # noqa: E402 (`bench pipeline`)
-
-BENCHMARKS: list[Callable[[Any], None]] = [register_replay, register_pipeline]
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "bench",
-        help="benchmarks (replay throughput and memory, ...)",
-        description="Reproducible benchmarks; each prints its figures with the machine it ran on.",
-    )
-    commands = p.add_subparsers(dest="benchmark", metavar="BENCHMARK")
-    commands.required = True
-    for register_benchmark in BENCHMARKS:
-        register_benchmark(commands)

@@ -1,0 +1,109 @@
+"""`session-tally topics create|check` (session_tally/topics.py holds what they do)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from session_tally.config import Settings
+from session_tally.topics import TopicsReport, reconcile_topics, wanted_topics
+
+
+def _print_report(report: TopicsReport) -> None:
+    def state(name: str) -> str:
+        found = report.states.get(name)
+        return f"  ({found.describe()})" if found is not None else ""
+
+    for name in report.created:
+        print(f"created  {name}{state(name)}")
+    for name in report.existing:
+        print(f"exists   {name}{state(name)}")
+    for name in report.missing:
+        print(f"MISSING  {name}")
+    for message in report.mismatches:
+        print(f"MISMATCH {message}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from session_tally.kafka_errors import kafka_problem
+
+    settings = Settings.from_env()
+    kafka = settings.kafka
+    if args.bootstrap_servers:
+        kafka = replace(kafka, bootstrap_servers=args.bootstrap_servers)
+    input_partitions = args.partitions if args.partitions is not None else settings.input_partitions
+    factor = args.replication_factor if args.replication_factor is not None else settings.replication_factor
+    min_isr = args.min_insync_replicas if args.min_insync_replicas is not None else settings.min_insync_replicas
+    specs = wanted_topics(settings.topics, input_partitions, args.output_partitions, factor, min_isr)
+    try:
+        report = asyncio.run(reconcile_topics(kafka, specs, create=args.action == "create"))
+    except Exception as exc:  # connection refused, refused credentials, timeouts: say what to do
+        problem = kafka_problem(exc, kafka)
+        if problem is None:
+            raise
+        print(f"session-tally topics {args.action}: {problem}", file=sys.stderr)
+        return 2
+    _print_report(report)
+    if report.missing or report.mismatches:
+        print(
+            f"session-tally topics {args.action}: {len(report.missing)} missing, "
+            f"{len(report.mismatches)} mismatched (existing topics are never altered)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "topics",
+        help="create or check the input and output topics",
+        description=(
+            "create: create the 2 input and 3 output topics that are missing (the path-tallies topic "
+            "compacted) and report existing ones whose partition count, cleanup.policy, replication factor "
+            "or min.insync.replicas differ. check: only report. Exit status 1 on any mismatch or missing "
+            "topic, 2 when Kafka cannot be reached. Names come from SESSION_TALLY_TOPIC_PREFIX and the "
+            "SESSION_TALLY_*_TOPIC variables; the connection from KAFKA_BOOTSTRAP_SERVERS and the "
+            "KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_* variables."
+        ),
+        epilog=TOPICS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("action", choices=["create", "check"])
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="partitions of each input topic (default: $SESSION_TALLY_INPUT_PARTITIONS or 6)",
+    )
+    parser.add_argument("--output-partitions", type=int, default=6, help="partitions of each output topic")
+    parser.add_argument(
+        "--replication-factor",
+        type=int,
+        default=None,
+        metavar="N",
+        help="replicas of each partition (default: $SESSION_TALLY_REPLICATION_FACTOR, else 3 or the number of "
+        "brokers when fewer)",
+    )
+    parser.add_argument(
+        "--min-insync-replicas",
+        type=int,
+        default=None,
+        metavar="M",
+        help="min.insync.replicas of each topic (default: $SESSION_TALLY_MIN_INSYNC_REPLICAS, else the cluster's)",
+    )
+    parser.add_argument("--bootstrap-servers", default=None, help="default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092")
+    parser.set_defaults(func=run)
+
+
+TOPICS_EXAMPLES = """\
+examples:
+  session-tally topics create
+  session-tally topics create --replication-factor 3 --min-insync-replicas 2
+  SESSION_TALLY_TOPIC_PREFIX=test- session-tally topics check
+  KAFKA_SECURITY_PROTOCOL=SASL_SSL KAFKA_SASL_MECHANISM=SCRAM-SHA-512 KAFKA_SASL_USERNAME=svc \\
+    KAFKA_SASL_PASSWORD_FILE=/run/secrets/kafka KAFKA_SSL_CAFILE=ca.pem session-tally topics check
+"""
