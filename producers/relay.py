@@ -18,17 +18,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ARRAY, BigInteger, Integer, any_, bindparam, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from producers.kafka_access import KafkaTarget, kafka_options
 from producers.kafka_client import throttle_metadata_updates
-from storage import tables as T
+from storage import outbox
 from storage.messages import LANES, REJECTED, load_headers, without_original
 
 log = logging.getLogger("session_tally.relay")
 
-LANE_LOCK_BASE = 7_270_100  # pg advisory lock keys LANE_LOCK_BASE + lane
 ROWS_PER_ROUND = 10000
 
 
@@ -103,47 +101,23 @@ class Relay:
         self._wake.set()
 
     async def publish_once(self) -> int:
-        """One round: lock every lane that has rows and no other relay, publish up to ROWS_PER_ROUND of
-        their rows in id order (one Kafka round trip for all), delete them; returns how many."""
-        o = T.outbox
+        """One round: claim every lane that has rows and no other relay, publish up to ROWS_PER_ROUND of
+        their rows in id order (one Kafka round trip for all), delete what Kafka acknowledged; returns
+        how many rows left the outbox (or were replaced)."""
         async with self.engine.begin() as conn:
-            lanes = [r[0] for r in await conn.execute(select(o.c.lane).distinct())]
+            lanes = await outbox.claim_lanes(conn)
             if not lanes:
-                return 0
-            got = [
-                r[0]
-                for r in await conn.execute(
-                    text(
-                        "SELECT lane FROM unnest(CAST(:lanes AS int[])) AS lane "
-                        "WHERE pg_try_advisory_xact_lock(:base + lane) ORDER BY lane"
-                    ),
-                    {"lanes": sorted(lanes), "base": LANE_LOCK_BASE},
-                )
-            ]
-            if not got:
-                return 0  # other relays are publishing these lanes
-            rows = (
-                await conn.execute(
-                    select(o.c.id, o.c.lane, o.c.topic, o.c.key, o.c.value, o.c.headers)
-                    .where(o.c.lane == any_(bindparam("lanes", got, type_=ARRAY(Integer))))
-                    .order_by(o.c.id)
-                    .limit(ROWS_PER_ROUND)
-                )
-            ).all()
+                return 0  # nothing to publish, or other relays are publishing it
+            rows = await outbox.read_rows(conn, lanes, ROWS_PER_ROUND)
             if not rows:
                 return 0
-            outcomes = await self._send_all(rows)
-            done, dead, replaced = sort_outcomes(rows, outcomes)
-            if done or dead:
-                await conn.execute(
-                    delete(o).where(
-                        o.c.id == any_(bindparam("ids", done + [r.id for r, _ in dead], type_=ARRAY(BigInteger)))
-                    )
-                )
+            done, dead, replaced = sort_outcomes(rows, await self._send_all(rows))
+            await outbox.delete_rows(conn, done + [r.id for r, _ in dead])
             for row, error in dead:
-                await self._keep_dead(conn, row, error)
+                log.error("outbox row %d (%s) cannot be published (%s): moved to outbox_dead", row.id, row.topic, error)
+                await outbox.keep_dead(conn, row, error)
             for row, value in replaced:
-                await conn.execute(update(o).where(o.c.id == row.id).values(value=value, headers=None))
+                await outbox.replace_value(conn, row.id, value)
         published = len(done)
         self.published += published
         if self.metrics is not None:
@@ -153,6 +127,15 @@ class Relay:
         if published:
             self.last_published_at = time.monotonic()
         return published + len(dead) + len(replaced)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Publish what is in the outbox until it is empty or ``timeout_s`` passed (at shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline and await self.publish_once():
+                pass
+        except Exception:
+            log.exception("final outbox drain failed; the rows stay for the next relay")
 
     async def _send_all(self, rows: list[Any]) -> list[BaseException | None]:
         """Send every row (one Kafka round trip for all); per row None (acknowledged) or its error."""
@@ -168,15 +151,6 @@ class Relay:
         pending = [f for f in futures if not isinstance(f, BaseException)]
         results = iter(await asyncio.gather(*pending, return_exceptions=True))
         return [f if isinstance(f, BaseException) else _error_or_none(next(results)) for f in futures]
-
-    async def _keep_dead(self, conn: Any, row: Any, error: BaseException) -> None:
-        """A row Kafka will never take: kept in ``outbox_dead`` with the error (never dropped silently)."""
-        log.error("outbox row %d (%s) cannot be published (%s): moved to outbox_dead", row.id, row.topic, error)
-        await conn.execute(
-            T.outbox_dead.insert().values(
-                id=row.id, topic=row.topic, key=row.key, value=row.value, headers=row.headers, error=str(error)[:1000]
-            )
-        )
 
 
 def _error_or_none(result: Any) -> BaseException | None:

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from session_tally import kafka_errors
+    from producers import kafka_errors
 
     kafka_errors.install()  # remembers why a Kafka connection failed, for the one-line message
     parser = build_parser()
@@ -81,8 +81,8 @@ def _unreachable_service(exc: BaseException) -> str | None:
     setting cannot work (else None)."""
     from sqlalchemy.exc import OperationalError
 
+    from producers.kafka_errors import kafka_problem
     from session_tally.config import SettingsError
-    from session_tally.kafka_errors import kafka_problem
     from session_tally.topics import TopicsError
 
     hint = "start the services (`make up`, then `. .services/env`) or set KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL"

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from producers.kafka_access import KafkaTarget, kafka_options
+from producers.publisher import LINE_HEADER
 
-LINE_HEADER = "session-tally-line"
 MEETING_FIELDS = ("meeting_id", "path_id", "status", "start", "end", "minutes", "disputed")
 _WAITING_REASONS = ("unknown_program", "unknown_meeting")
 

@@ -22,6 +22,7 @@ from domain.lifecycle import next_change_at, status_at
 from domain.model import STATUS_INDEX, STATUSES, Meeting, ParkedEvent, Path, Program, SettingsUpdate, State
 from domain.tally import tally
 from storage import messages as M
+from storage import outbox
 from storage import tables as T
 
 N_STATUSES = len(STATUSES)
@@ -371,22 +372,7 @@ class Loaded:
                     ],
                 )
             if self.outbox:
-                await _copy(
-                    cur,
-                    "outbox",
-                    ("lane", "topic", "key", "value", "headers"),
-                    [
-                        (
-                            r.lane,
-                            r.topic,
-                            r.key,
-                            r.value,
-                            None if r.headers is None else json.dumps(M.store_headers(r.headers)),
-                        )
-                        for r in self.outbox
-                    ],
-                )
-                await cur.execute("SELECT pg_notify(left('st_outbox_' || current_schema(), 63), '')")
+                await outbox.write_rows(cur, self.outbox)
 
     def _path_row(self, path: Path) -> tuple[Any, ...]:
         book = self._book(path.path_id)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, or_, select, text, tuple_, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -384,6 +384,11 @@ class UnitOfWork:
                 select(t.c.topic, t.c.partition, t.c.next_offset).where(t.c.topic == _any(sorted(topics)))
             )
             return {(r.topic, r.partition): r.next_offset for r in rows}
+
+    async def waiting_count(self) -> int:
+        """How many events wait for a program or meeting."""
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(select(func.count()).select_from(T.parked)) or 0)
 
     async def database_time(self) -> datetime:
         """PostgreSQL's clock now (``clock_timestamp()``; ``parked.parked_at`` is ``now()`` of the same clock)."""

@@ -12,7 +12,7 @@ from typing import Any
 from consumers.barrier import AdminBarrier, BarrierTimeout
 from consumers.horizon import ReadHorizon
 from consumers.kafka_offsets import Progress, behind, covered
-from producers.clock import WaitingJanitor
+from consumers.timers import WaitingJanitor
 from storage.unit_of_work import Report
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

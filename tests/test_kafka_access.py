@@ -220,7 +220,7 @@ def test_the_cli_says_what_to_fix_in_one_line(
 def test_kafka_problem_names_the_cause_that_aiokafka_only_logged() -> None:
     from aiokafka.errors import KafkaConnectionError
 
-    from session_tally import kafka_errors
+    from producers import kafka_errors
 
     memory = kafka_errors.install()
     log = logging.getLogger("aiokafka")

@@ -282,7 +282,7 @@ class PipelineBench:
         return path, _timestamp(last_at), written
 
     def publish(self, path: Path, topics: Topics) -> tuple[TopicEdges, float]:
-        from session_tally.commands.publish import file_items, publish_records
+        from producers.publisher import file_items, publish_records
 
         started = time.perf_counter()
 

@@ -24,7 +24,8 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from session_tally.commands.publish import Publisher, PublishError, add_kafka_arguments, kafka_target
+from producers.publisher import Publisher, PublishError
+from session_tally.commands.common import add_kafka_arguments, kafka_target
 
 SHORT = {
     "meeting.scheduled": "scheduled",

@@ -38,8 +38,8 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from producers.kafka_errors import kafka_problem
     from session_tally.config import Settings, Topics
-    from session_tally.kafka_errors import kafka_problem
     from session_tally.snapshot import read_snapshot
 
     settings = Settings.from_env()

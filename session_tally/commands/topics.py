@@ -28,7 +28,7 @@ def _print_report(report: TopicsReport) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from session_tally.kafka_errors import kafka_problem
+    from producers.kafka_errors import kafka_problem
 
     settings = Settings.from_env()
     kafka = settings.kafka

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from domain.timefmt import parse_instant
     from session_tally.config import Settings
     from session_tally.logs import configure as configure_logging
-    from session_tally.worker import WorkerOptions, run_worker
+    from session_tally.runtime import WorkerOptions, run_worker
 
     configure_logging(args.log_level)
     settings = Settings.from_env()
@@ -131,7 +131,7 @@ def run_producers(args: argparse.Namespace) -> int:
     from domain.timefmt import parse_instant
     from session_tally.config import Settings
     from session_tally.logs import configure as configure_logging
-    from session_tally.producers_runtime import run_producers_process
+    from session_tally.runtime import run_producers_process
 
     configure_logging(args.log_level)
     clock = parse_instant(args.clock) if args.clock else None

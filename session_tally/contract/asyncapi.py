@@ -14,9 +14,9 @@ from typing import Any
 
 from domain import events as E
 from domain import reasons as R
+from producers.publisher import LINE_HEADER
 from session_tally.config import Settings, Topics
 from session_tally.contract.examples import example_events, output_examples
-from session_tally.snapshot import LINE_HEADER
 from session_tally.topics import wanted_topics
 from storage.messages import REASON_HEADER
 

@@ -18,8 +18,8 @@ from domain.engine import REJECTED, process_message
 from domain.lifecycle import status_at
 from domain.replay import Replay
 from domain.timefmt import parse_instant
+from producers.publisher import LINE_HEADER
 from session_tally.config import Topics
-from session_tally.snapshot import LINE_HEADER
 from storage import messages as M
 
 AT = "2026-03-20T12:00:00Z"

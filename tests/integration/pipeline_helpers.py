@@ -16,9 +16,9 @@ from typing import Any
 
 from sqlalchemy import create_engine, func, select, text
 
+from producers.publisher import LINE_HEADER
 from producers.routing import route
 from session_tally.config import Settings
-from session_tally.snapshot import LINE_HEADER
 from storage import tables as T
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from producers.publisher import LINE_HEADER
 from session_tally.config import Settings
-from session_tally.snapshot import LINE_HEADER
 from storage.messages import REASON_HEADER
 from tests.contract_schemas import CONTRACT, assert_valid, load_json
 from tests.integration.pipeline_helpers import publish_lines, read_raw_topic, start_worker, stop_worker, wait_idle

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pytest
 
+from producers.publisher import LINE_HEADER
 from session_tally.config import Settings, Topics
 from session_tally.localsvc.kafka_cluster import LocalKafkaCluster, partition_leaders, wait_leader_elsewhere
-from session_tally.snapshot import LINE_HEADER
 from tests.integration.pipeline_helpers import (
     ROOT,
     BackgroundPublish,

@@ -48,12 +48,12 @@ import pytest
 
 from domain.replay import replay
 from domain.timefmt import parse_instant
-from producers.relay import LANE_LOCK_BASE
 from session_tally.config import Settings
-from session_tally.producers_runtime import notify_channel
 from session_tally.snapshot import read_snapshot
 from session_tally.traffic import TrafficConfig, generate
 from storage.messages import LANES
+from storage.outbox import LANE_LOCK_BASE
+from storage.outbox import channel as notify_channel
 from tests.integration.pipeline_helpers import (
     EndOffsets,
     FastProbe,

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from producers.publisher import LINE_HEADER, file_items, publish_records
 from producers.routing import route
-from session_tally.commands.publish import LINE_HEADER, file_items, publish_records
 from session_tally.config import Topics
 from session_tally.traffic import TrafficConfig, generate, write_jsonl
 

@@ -32,9 +32,9 @@ from aiokafka.partitioner import murmur2
 from domain.events import ADMIN_TYPES
 from domain.replay import replay
 from domain.timefmt import parse_instant
-from session_tally.commands.publish import publish_records
+from producers.publisher import LINE_HEADER, publish_records
 from session_tally.config import Settings, Topics
-from session_tally.snapshot import LINE_HEADER, read_records, read_snapshot
+from session_tally.snapshot import read_records, read_snapshot
 from tests.integration.pipeline_helpers import comparable, start_worker, stop_worker, wait_idle
 
 pytestmark = pytest.mark.integration

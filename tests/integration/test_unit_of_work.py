@@ -13,8 +13,9 @@ from sqlalchemy import select
 
 from domain.replay import replay
 from domain.timefmt import parse_instant
+from producers.publisher import LINE_HEADER
 from producers.routing import route
-from session_tally.snapshot import LINE_HEADER, build_document
+from session_tally.snapshot import build_document
 from storage import tables as T
 from storage.db import async_engine, upgrade
 from storage.messages import SourceRecord

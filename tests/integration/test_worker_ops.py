@@ -21,10 +21,10 @@ from sqlalchemy import create_engine, text
 
 from domain.replay import Replay
 from domain.timefmt import format_instant, parse_instant
-from producers.relay import LANE_LOCK_BASE
 from session_tally.config import Settings
 from session_tally.traffic import TrafficConfig, generate
 from storage.messages import LANES
+from storage.outbox import LANE_LOCK_BASE
 from tests.integration.pipeline_helpers import (
     ROOT,
     FastProbe,

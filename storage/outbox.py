@@ -1,0 +1,106 @@
+"""The outbox: every read, write, delete and count of ``outbox`` (and ``outbox_dead``), and the NOTIFY
+channel that tells relays rows were written.
+
+Invariants:
+- rows are written by the transactions whose state they reflect (:func:`write_rows`, from
+  :meth:`storage.rows.Loaded.flush`), never on their own;
+- rows of one lane (hash of the key) are read in ``id`` order by one relay at a time: a relay claims a
+  lane with a transaction-scoped advisory lock (:func:`claim_lanes`), so the claim ends with its
+  transaction (and with its session: a frozen relay's lanes go after ``idle_in_transaction_session_timeout``);
+- a row leaves the outbox only once Kafka acknowledged it (:func:`delete_rows`), or, refused for good,
+  into ``outbox_dead`` with the error (:func:`keep_dead`): nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ARRAY, BigInteger, Integer, any_, bindparam, delete, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from storage import messages as M
+from storage import tables as T
+
+LANE_LOCK_BASE = 7_270_100  # pg advisory lock keys LANE_LOCK_BASE + lane
+CHANNEL_PREFIX = "st_outbox_"
+# the statement a writing transaction ends with: the channel of its own schema (see channel())
+NOTIFY = f"SELECT pg_notify(left('{CHANNEL_PREFIX}' || current_schema(), 63), '')"
+
+
+def channel(schema: str) -> str:
+    """The NOTIFY channel of a schema (PostgreSQL cuts identifiers at 63 bytes; so does :data:`NOTIFY`)."""
+    return (CHANNEL_PREFIX + schema)[:63]
+
+
+async def write_rows(cur: Any, rows: Sequence[M.OutboxRow]) -> None:
+    """COPY the rows in (psycopg cursor of the writing transaction), then NOTIFY the relays."""
+    async with cur.copy('COPY outbox ("lane", "topic", "key", "value", "headers") FROM STDIN') as copy:
+        for r in rows:
+            headers = None if r.headers is None else json.dumps(M.store_headers(r.headers))
+            await copy.write_row((r.lane, r.topic, r.key, r.value, headers))
+    await cur.execute(NOTIFY)
+
+
+async def claim_lanes(conn: AsyncConnection) -> list[int]:
+    """The lanes with rows that no other relay holds, now held by this transaction."""
+    o = T.outbox
+    lanes = [r[0] for r in await conn.execute(select(o.c.lane).distinct())]
+    if not lanes:
+        return []
+    rows = await conn.execute(
+        text(
+            "SELECT lane FROM unnest(CAST(:lanes AS int[])) AS lane "
+            "WHERE pg_try_advisory_xact_lock(:base + lane) ORDER BY lane"
+        ),
+        {"lanes": sorted(lanes), "base": LANE_LOCK_BASE},
+    )
+    return [r[0] for r in rows]
+
+
+async def read_rows(conn: AsyncConnection, lanes: list[int], limit: int) -> list[Any]:
+    """Up to ``limit`` rows of these lanes in ``id`` order (``id, lane, topic, key, value, headers``)."""
+    o = T.outbox
+    result = await conn.execute(
+        select(o.c.id, o.c.lane, o.c.topic, o.c.key, o.c.value, o.c.headers)
+        .where(o.c.lane == any_(bindparam("lanes", lanes, type_=ARRAY(Integer))))
+        .order_by(o.c.id)
+        .limit(limit)
+    )
+    return list(result.all())
+
+
+async def delete_rows(conn: AsyncConnection, ids: list[int]) -> None:
+    if ids:
+        o = T.outbox
+        await conn.execute(delete(o).where(o.c.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))))
+
+
+async def replace_value(conn: AsyncConnection, row_id: int, value: bytes) -> None:
+    """A row published again with another value (and without headers), in its place in the lane."""
+    o = T.outbox
+    await conn.execute(update(o).where(o.c.id == row_id).values(value=value, headers=None))
+
+
+async def keep_dead(conn: AsyncConnection, row: Any, error: BaseException) -> None:
+    """Move a row Kafka refused for good to ``outbox_dead`` with the error (the caller deletes it)."""
+    await conn.execute(
+        T.outbox_dead.insert().values(
+            id=row.id, topic=row.topic, key=row.key, value=row.value, headers=row.headers, error=str(error)[:1000]
+        )
+    )
+
+
+async def backlog(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(T.outbox)) or 0)
+
+
+async def oldest_age_s(engine: AsyncEngine) -> float | None:
+    """Seconds since the oldest row was written (None: the outbox is empty)."""
+    async with engine.connect() as conn:
+        age = await conn.scalar(
+            text("SELECT extract(epoch FROM clock_timestamp() - created_at) FROM outbox ORDER BY id LIMIT 1")
+        )
+    return None if age is None else float(age)
