@@ -12,7 +12,8 @@ from typing import Any
 
 from domain.engine import REJECTED, expire_parked, process_message
 from domain.lifecycle import status_at
-from domain.model import STATUS_INDEX, STATUSES, State
+from domain.model import State
+from domain.publication import count, new_counters
 from domain.tally import meeting_document, tally
 
 _BLANK = b" \t\r\n"
@@ -51,7 +52,6 @@ class Replay:
         rejected = sorted(self.rejected, key=lambda r: r[0])
         rejected += sorted(self.expired, key=lambda r: r[0])
 
-        n = len(STATUSES)
         per_path: dict[str, tuple[list[int], list[int]]] = {}
         meetings: list[dict[str, Any]] = []
         for meeting_id in sorted(state.meetings):
@@ -59,10 +59,8 @@ class Replay:
             path = state.paths[meeting.path_id]
             program = state.programs[path.program_id]
             status = status_at(meeting, program, at)
-            counts, minutes = per_path.get(path.path_id) or per_path.setdefault(path.path_id, ([0] * n, [0] * n))
-            i = STATUS_INDEX[status]
-            counts[i] += 1
-            minutes[i] += meeting.minutes
+            counts, minutes = per_path.get(path.path_id) or per_path.setdefault(path.path_id, new_counters())
+            count(counts, minutes, status, meeting.minutes)
             meetings.append(meeting_document(meeting, status, meeting.dispute_open))
 
         tallies = []
@@ -71,7 +69,7 @@ class Replay:
             program = state.programs[path.program_id]
             if not program.session_verification:
                 continue
-            counts, minutes = per_path.get(path_id, ([0] * n, [0] * n))
+            counts, minutes = per_path.get(path_id) or new_counters()
             tallies.append(tally(path, program, counts, minutes, at, path.changes))
         return {
             "tallies": tallies,

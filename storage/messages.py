@@ -14,9 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from domain.model import Meeting
 from domain.outputs import SCHEMA_VERSION
-from domain.tally import meeting_document
 from domain.timefmt import format_instant
 
 LANES = 16
@@ -58,21 +56,16 @@ def _dumps(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def tally_row(path_id: str, tally: dict[str, Any]) -> OutboxRow:
+def tally_row(path_id: str, message: dict[str, Any]) -> OutboxRow:
+    """The path-tallies record of ``message`` (domain.publication.tally_message), keyed by path."""
     key = path_id.encode()
-    return OutboxRow(lane_of(key), TALLIES, key, _dumps({"schema_version": SCHEMA_VERSION, **tally}))
+    return OutboxRow(lane_of(key), TALLIES, key, _dumps(message))
 
 
-def status_row(
-    meeting: Meeting, program_id: str, org_id: str, status: str, disputed: bool, version: int, as_of: int
-) -> OutboxRow:
-    doc = {"schema_version": SCHEMA_VERSION, **meeting_document(meeting, status, disputed)}
-    doc["program_id"] = program_id
-    doc["org_id"] = org_id
-    doc["version"] = version
-    doc["as_of"] = format_instant(as_of)
-    key = meeting.path_id.encode()
-    return OutboxRow(lane_of(key), STATUSES, key, _dumps(doc))
+def status_row(path_id: str, message: dict[str, Any]) -> OutboxRow:
+    """The meeting-statuses record of ``message`` (domain.publication.status_message), keyed by path."""
+    key = path_id.encode()
+    return OutboxRow(lane_of(key), STATUSES, key, _dumps(message))
 
 
 def _b64(raw: bytes) -> str:

@@ -17,15 +17,15 @@ from typing import Any
 from sqlalchemy import JSON, Text, any_, bindparam, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain import publication
 from domain.engine import decode
 from domain.lifecycle import next_change_at, status_at
-from domain.model import STATUS_INDEX, STATUSES, Meeting, ParkedEvent, Path, Program, SettingsUpdate, State
+from domain.model import Meeting, ParkedEvent, Path, Program, SettingsUpdate, State
 from domain.tally import tally
 from storage import messages as M
 from storage import outbox
 from storage import tables as T
 
-N_STATUSES = len(STATUSES)
 LOCAL_SEQ_BASE = 1 << 62  # seqs of events parked in this transaction, renumbered on insert
 
 
@@ -62,7 +62,6 @@ class PathBook:
     minutes: list[int]
     version: int
     last_tally: dict[str, Any] | None
-    is_new: bool = False
 
 
 def _program_from_row(r: Any) -> Program:
@@ -207,23 +206,17 @@ class Loaded:
             self.meetings_refreshed.add(meeting_id)
             if pub.status == status and pub.disputed == disputed:
                 continue
-            book = self._book(path.path_id)
-            minutes = meeting.minutes
             if pub.status != status:
-                if pub.status is not None:
-                    old = STATUS_INDEX[pub.status]
-                    book.counts[old] -= 1
-                    book.minutes[old] -= minutes
-                new = STATUS_INDEX[status]
-                book.counts[new] += 1
-                book.minutes[new] += minutes
+                book = self._book(path.path_id)
+                publication.move(book.counts, book.minutes, pub.status, status, meeting.minutes)
                 dirty_paths.add(path.path_id)
             pub.status, pub.disputed = status, disputed
             pub.version += 1
             self.status_changes += 1
-            self.outbox.append(
-                M.status_row(meeting, path.program_id, program.org_id, status, disputed, pub.version, now)
+            message = publication.status_message(
+                meeting, path.program_id, program.org_id, status, disputed, pub.version, now
             )
+            self.outbox.append(M.status_row(meeting.path_id, message))
 
         for path_id in sorted(dirty_paths):
             path = state.paths[path_id]
@@ -233,19 +226,19 @@ class Loaded:
             book = self._book(path_id)
             self.paths_refreshed.add(path_id)
             doc = tally(path, program, book.counts, book.minutes, now, 0)
-            content = {k: v for k, v in doc.items() if k not in ("version", "as_of")}
+            content = publication.tally_content(doc)
             if content == book.last_tally:
                 continue
             book.version += 1
             book.last_tally = content
             doc["version"] = book.version
             self.tallies_published += 1
-            self.outbox.append(M.tally_row(path_id, doc))
+            self.outbox.append(M.tally_row(path_id, publication.tally_message(doc)))
 
     def _book(self, path_id: str) -> PathBook:
         book = self.books.get(path_id)
         if book is None:
-            book = self.books[path_id] = PathBook([0] * N_STATUSES, [0] * N_STATUSES, 0, None, is_new=True)
+            book = self.books[path_id] = PathBook(*publication.new_counters(), 0, None)
         return book
 
     # -------------------------------------------------------------------------------------- flush

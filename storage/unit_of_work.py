@@ -37,7 +37,17 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain import events as E
-from domain.engine import REJECTED, decode, dedup_id, expire_parked, process_decoded, release_waiting
+from domain.engine import (
+    REJECTED,
+    WAIT_MEETING,
+    WAIT_PROGRAM,
+    decode,
+    dedup_id,
+    expire_parked,
+    process_decoded,
+    release_waiting,
+)
+from domain.touches import Touches
 from storage import messages as M
 from storage import tables as T
 from storage.rows import LOCAL_SEQ_BASE, Loaded, _any
@@ -72,44 +82,6 @@ class Report:
     outbox_rows: int = 0
     attempts: int = 1
     misrouted: list[Misrouted] = field(default_factory=list)  # keys seen on a second partition
-
-
-@dataclass
-class _Keys:
-    event_ids: set[str] = field(default_factory=set)
-    orgs: set[str] = field(default_factory=set)
-    programs: set[str] = field(default_factory=set)
-    created_programs: set[str] = field(default_factory=set)
-    updated_programs: set[str] = field(default_factory=set)
-    paths: set[str] = field(default_factory=set)
-    meetings: set[str] = field(default_factory=set)
-    created_meetings: set[str] = field(default_factory=set)
-
-    def add(self, event: Any) -> None:
-        kind = event.type
-        if kind == E.ORG_SET:
-            return
-        self.programs.add(event.program_id)
-        if kind == E.PROGRAM_CREATED:
-            self.orgs.add(event.org_id)
-            self.created_programs.add(event.program_id)
-            return
-        if kind == E.SETTINGS_UPDATED:
-            self.updated_programs.add(event.program_id)
-            return
-        self.paths.add(event.path_id)
-        if kind == E.PATH_HOURS_SET:
-            return
-        data = event.data
-        self.meetings.add(data.meeting_id)
-        if kind == E.SCHEDULED:
-            self.created_meetings.add(data.meeting_id)
-        elif kind == E.RESCHEDULED:
-            self.meetings.add(data.new_meeting_id)
-            self.created_meetings.add(data.new_meeting_id)
-
-    def wait_keys(self) -> set[tuple[str, str]]:
-        return {("program", p) for p in self.created_programs} | {("meeting", m) for m in self.created_meetings}
 
 
 def _lock_key(kind: str, key: str) -> int:
@@ -191,8 +163,8 @@ class UnitOfWork:
                 select(p.c.wait_kind, p.c.wait_key)
                 .where(
                     or_(
-                        and_(p.c.wait_kind == "program", exists().where(T.programs.c.program_id == p.c.wait_key)),
-                        and_(p.c.wait_kind == "meeting", exists().where(T.meetings.c.meeting_id == p.c.wait_key)),
+                        and_(p.c.wait_kind == WAIT_PROGRAM, exists().where(T.programs.c.program_id == p.c.wait_key)),
+                        and_(p.c.wait_kind == WAIT_MEETING, exists().where(T.meetings.c.meeting_id == p.c.wait_key)),
                     )
                 )
                 .distinct()
@@ -222,15 +194,15 @@ class UnitOfWork:
         decoded = [(rec, *decode(rec.value)) for rec in fresh]
         if decoded:
             decoded, report.misrouted = await self.screen.run(conn, decoded)
-        keys = _Keys()
+        keys = Touches()
         for _rec, event_id, event in decoded:
             seen_id = dedup_id(event_id, event)
             if seen_id is not None:
                 keys.event_ids.add(seen_id)
-            if isinstance(event, E.Envelope) and E.role_allowed(event):
+            if isinstance(event, E.Envelope):
                 keys.add(event)
         for kind, key in release:
-            (keys.programs if kind == "program" else keys.meetings).add(key)
+            keys.add_wait_key(kind, key)
 
         held: dict[int, bool] = {}
         await self._lock_programs(conn, keys, held)
@@ -322,12 +294,12 @@ class UnitOfWork:
             [{"b_topic": k[0], "b_partition": k[1], "b_next": v + 1} for k, v in sorted(last.items())],
         )
 
-    async def _lock_programs(self, conn: AsyncConnection, keys: _Keys, held: dict[int, bool]) -> None:
+    async def _lock_programs(self, conn: AsyncConnection, keys: Touches, held: dict[int, bool]) -> None:
         """Advisory locks on the program ids of the batch: exclusive to create or change the settings,
         shared to look up. ``held`` (lock key -> exclusive) is what this transaction holds already; only
         what is missing is taken (a shared lock held is taken again exclusively when needed)."""
         locks: dict[int, bool] = {}
-        exclusive = keys.created_programs | keys.updated_programs
+        exclusive = keys.exclusive_programs
         for program_id in keys.programs:
             k = _lock_key("program", program_id)
             locks[k] = locks.get(k, False) or program_id in exclusive
@@ -345,7 +317,7 @@ class UnitOfWork:
         )
 
     async def _load_waiting(
-        self, conn: AsyncConnection, loaded: Loaded, keys: _Keys, extra: set[tuple[str, str]]
+        self, conn: AsyncConnection, loaded: Loaded, keys: Touches, extra: set[tuple[str, str]]
     ) -> None:
         """Load the events waiting for what this batch may create, and, in cascade, for what those may
         create in turn; their ids join the batch's keys."""

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aiokafka.partitioner import murmur2
-
 from domain import events as E
+from domain import publication
 from domain.engine import REJECTED, process_message
 from domain.lifecycle import status_at
 from domain.replay import Replay
 from domain.timefmt import parse_instant
 from producers.publisher import LINE_HEADER
+from producers.routing import murmur2_partition
 from session_tally.config import Topics
 from storage import messages as M
 
@@ -129,14 +129,17 @@ def output_examples() -> dict[str, dict[str, Any]]:
     document = replay.document(at)
     state = replay.state
 
-    tally = M.tally_row(PATH, document["tallies"][0])
+    tally = M.tally_row(PATH, publication.tally_message(document["tallies"][0]))
     meeting = state.meetings["mtg-3"]
     program = state.programs[PROGRAM]
-    status = M.status_row(meeting, PROGRAM, ORG, status_at(meeting, program, at), meeting.dispute_open, 5, at)
+    message = publication.status_message(
+        meeting, PROGRAM, ORG, status_at(meeting, program, at), meeting.dispute_open, 5, at
+    )
+    status = M.status_row(meeting.path_id, message)
     key = PATH.encode()
     source = M.SourceRecord(
         Topics().path_events,
-        (murmur2(key) & 0x7FFFFFFF) % PARTITIONS,
+        murmur2_partition(key, PARTITIONS),
         11,
         key,
         last,
