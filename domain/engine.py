@@ -233,11 +233,6 @@ def _touch_path(state: State, path: Path) -> None:
         state.changes.paths.add(path.path_id)
 
 
-def _touch_meeting(state: State, meeting: Meeting) -> None:
-    if state.changes is not None:
-        state.changes.meetings.add(meeting.meeting_id)
-
-
 def _register_path(state: State, event: Any, program: Program) -> Path:
     path = state.paths.get(event.path_id)
     if path is None:
@@ -307,7 +302,7 @@ def _apply(state: State, event: Any, ref: Any, created: list[tuple[str, str]], s
     assert path is not None  # a known meeting's path is registered
     outcome = _lifecycle(state, event, program, path, meeting, ref, created)
     if outcome is None:
-        path.changes += 1  # _touch_meeting and _touch_path, inlined
+        path.changes += 1  # _touch_path, inlined, and the meeting marked changed
         if state.changes is not None:
             state.changes.meetings.add(meeting.meeting_id)
             state.changes.paths.add(path.path_id)

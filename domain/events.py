@@ -57,7 +57,6 @@ DISPUTED = "meeting.disputed"
 DISPUTE_RESOLVED = "meeting.dispute_resolved"
 
 ADMIN_TYPES = frozenset({ORG_SET, PROGRAM_CREATED, SETTINGS_UPDATED})
-MEETING_TYPES = frozenset({SCHEDULED, RESCHEDULED, CANCELED, CONFIRMATION, DISPUTED, DISPUTE_RESOLVED})
 
 Role = Literal["participant", "facilitator", "program_admin", "support", "system"]
 

@@ -1,6 +1,7 @@
 """The `session-tally` command line.
 
-Each sub-command lives in its own module exposing ``register(subparsers)``; modules import their heavy
+Each sub-command lives in its own module of session_tally/commands/ exposing ``register(subparsers)``;
+modules import their heavy
 dependencies (FastStream, aiokafka, SQLAlchemy) inside the functions that need them, so that
 ``session-tally replay`` starts fast.
 """
@@ -11,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-# (module, description) in the order shown by --help
+# the command modules, in the order --help lists them
 COMMAND_MODULES = [
     "session_tally.commands.replay",
     "session_tally.commands.services",

@@ -1,4 +1,6 @@
-"""Settings read from the environment (the only place that reads it).
+"""The product's settings, read from the environment here and handed down by the composition root (no
+module below session_tally reads the environment). The local-services tooling (session_tally/localsvc,
+`services`) reads its own variables.
 
 Every variable is documented in README.md ("Configuration").
 """
