@@ -16,7 +16,7 @@ help:
 	@echo "make status  show whether the services run (exit 3 when not both)"
 	@echo "make topics  create the input and output topics"
 	@echo "make test    make up, then run the whole test suite against the real services (PYTEST_ARGS=...)"
-	@echo "make lint    ruff check + mypy"
+	@echo "make lint    ruff check + ruff format --check + mypy (strict, every package) + import-linter (the layers)"
 	@echo "make demo    the real pipeline: services, topics, a worker, months of history, the web app (WEB_PORT=8000),"
 	@echo "             live simulated traffic and tallies in the terminal (DEMO_ARGS=...)"
 	@echo "make bench   run the benchmark"
@@ -49,6 +49,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The README's first command: services, topics, a worker, the demo history, the web app (its URL and the
 # demo users are printed), simulated traffic with tallies shown live; the web app stays up until Ctrl-C.

@@ -84,7 +84,7 @@ class InputSubscriber:
             consumer.seek(tp, applied.get((tp.topic, tp.partition), 0))
 
     def register(
-        self, broker: Any, topics: tuple[str, str], group_id: str, group_instance_id: str | None = None
+        self, broker: Any, topics: tuple[str, ...], group_id: str, group_instance_id: str | None = None
     ) -> Any:
         from aiokafka import ConsumerRebalanceListener
         from faststream import AckPolicy, Context
@@ -121,7 +121,7 @@ class InputSubscriber:
             listener=WaitForBatch(),
         )
 
-        @subscriber
+        @subscriber  # type: ignore[untyped-decorator]
         async def handle(body: Any, msg: Any = Context("message")) -> None:  # noqa: B008
             await subscriber_self.handle(msg)
 

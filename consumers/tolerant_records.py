@@ -27,7 +27,7 @@ _installed = False
 
 
 class _TolerantSlice(bytearray):
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:  # type: ignore[override]
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         return bytearray.decode(self, encoding, "surrogateescape")
 
 
@@ -48,7 +48,7 @@ def _tolerant_classes() -> tuple[type, type]:
     class TolerantBatch(_DefaultRecordBatchPy):  # type: ignore[misc]
         def __iter__(self) -> TolerantBatch:
             self._maybe_uncompress()
-            self._buffer = _TolerantBuffer(self._buffer)
+            self._buffer: bytearray = _TolerantBuffer(self._buffer)
             return self
 
     class TolerantMemoryRecords(_MemoryRecordsPy):  # type: ignore[misc]

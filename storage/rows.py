@@ -254,6 +254,7 @@ class Loaded:
         state, changes = self.state, self.state.changes
         assert changes is not None
         raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
         async with raw.cursor() as cur:
             if changes.orgs:
                 orgs = sorted(changes.orgs)

@@ -70,7 +70,8 @@ class Screen:
             if wrong is not None:
                 out.append((rec, None, E.Invalid(R.SCHEMA_VIOLATION, wrong, event_id)))
                 continue
-            keyed.append((i, (rec.topic, event.org_id if rec.topic == self.admin_topic else event.path_id)))
+            entity = event.org_id if rec.topic == self.admin_topic else getattr(event, "path_id", event.org_id)
+            keyed.append((i, (rec.topic, entity)))
             out.append((rec, event_id, event))
         if not keyed:
             return out, []

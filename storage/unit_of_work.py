@@ -408,7 +408,7 @@ class UnitOfWork:
                 .order_by(T.meetings.c.next_change_at)
                 .limit(1)
             )
-        return value  # type: ignore[no-any-return]
+        return value
 
     # -------------------------------------------------------------------------------- parked expiry
 

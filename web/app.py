@@ -1,178 +1,24 @@
-"""The web app's composition: state shared by the routes, sign-in and CSRF helpers, the app factory.
-
-Invariants kept here for every route:
-- a request's user comes only from the signed session cookie (Starlette's SessionMiddleware,
-  itsdangerous); the actor of every published event is that user, never a form field;
-- every POST carries the session's CSRF token (form field ``csrf`` or header ``X-CSRF-Token``),
-  compared in constant time; a POST without it is refused with 403 before anything else;
-- a user reaches only what :class:`web.users.User` says it sees (403 otherwise, 404 for unknown ids).
-"""
+"""The web app's factory: the routes (web/routes_pages.py, web/routes_actions.py, web/stream.py), the
+static files, the signed-cookie sessions and the error pages, around the shared state (web/state.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import hmac
-import logging
 import secrets
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
-from starlette.routing import Mount, Route
+from starlette.responses import Response
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
 
-from domain.timefmt import format_instant
-from session_tally.config import Settings
-from web import wording
-from web.bus import Reader, Writer
-from web.pending import Pending
-from web.users import User, Users
-from web.view import Hub, View
-
-log = logging.getLogger("session_tally.web")
-HERE = Path(__file__).resolve().parent
-SESSION_COOKIE = "session_tally"
-ADMIN_POLL_S = 0.5
-
-
-class WebState:
-    """Everything the routes share: settings, users, the view, pending changes, Kafka ends, database."""
-
-    def __init__(self, settings: Settings, users: Users) -> None:
-        self.settings = settings
-        self.users = users
-        self.view = View()
-        self.pending = Pending()
-        self.hub = Hub()
-        self.writer = Writer(settings, self.pending)
-        self.reader = Reader(settings, self.view, self.pending, self.hub)
-        self.db: Any = None
-        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
-        env = self.templates.env
-        env.globals.update(
-            status_words=wording.status_words,
-            reason_words=wording.reason_words,
-            duration_words=wording.duration_words,
-            hours_words=wording.hours_words,
-            minutes_as_hours=wording.minutes_as_hours,
-            role_words=wording.role_words,
-            length_words=wording.length_words,
-            window_choice=wording.window_choice,
-            form_choice=wording.form_choice,
-        )
-        env.filters["when"] = _when
-        env.filters["iso"] = lambda us: "" if us is None else format_instant(us)
-        self._poller: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        from storage.db import async_engine
-
-        self.db = async_engine(self.settings.database_url, self.settings.db_schema, pool_size=3)
-        await self.writer.start()
-        await self.reader.start()
-        self._poller = asyncio.create_task(self._poll_admin_changes(), name="web-admin-poller")
-
-    async def stop(self) -> None:
-        self.hub.close()
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._poller
-        await self.reader.stop()
-        await self.writer.stop()
-        if self.db is not None:
-            await self.db.dispose()
-
-    async def _poll_admin_changes(self) -> None:
-        """Settle pending organization and program changes once PostgreSQL shows their effect."""
-        from storage import reads
-
-        while True:
-            await asyncio.sleep(ADMIN_POLL_S)
-            open_admin = [c for c in self.pending.open() if c.path_id is None]
-            if not open_admin:
-                continue
-            try:
-                orgs = await reads.orgs(self.db)
-                programs = {}
-                for pid in {c.program_id for c in open_admin if c.program_id}:
-                    found = await reads.program(self.db, pid)
-                    if found is not None:
-                        programs[pid] = found
-            except Exception as exc:  # tables not created yet, database away: try again
-                log.debug("admin poll: %s", exc)
-                continue
-            for change in self.pending.settle_admin(orgs, programs):
-                self.hub.notify(change.user_id)
-
-
-def _when(us: int | None) -> str:
-    """µs since the epoch -> "2026-03-10 10:00 UTC" (pages turn <time> elements into local time)."""
-    if us is None:
-        return ""
-    from domain.timefmt import datetime_from_instant
-
-    return datetime_from_instant(us).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def state(request: Request) -> WebState:
-    return request.app.state.web  # type: ignore[no-any-return]
-
-
-def current_user(request: Request) -> User | None:
-    user_id = request.session.get("user")
-    return None if not isinstance(user_id, str) else state(request).users.get(user_id)
-
-
-def require_user(request: Request) -> User:
-    user = current_user(request)
-    if user is None:
-        raise HTTPException(401, "sign in first")
-    return user
-
-
-def csrf_token(request: Request) -> str:
-    token = request.session.get("csrf")
-    if not isinstance(token, str):
-        token = request.session["csrf"] = secrets.token_urlsafe(32)
-    return token
-
-
-async def checked_form(request: Request) -> dict[str, str]:
-    """The POSTed form fields after the CSRF check (403 when the token is missing or wrong)."""
-    form = await request.form()
-    sent = request.headers.get("x-csrf-token") or form.get("csrf")
-    expected = request.session.get("csrf")
-    if not isinstance(sent, str) or not isinstance(expected, str) or not hmac.compare_digest(sent, expected):
-        raise HTTPException(403, "the form has expired or did not come from this site; reload the page")
-    return {k: v for k, v in form.items() if isinstance(v, str)}
-
-
-def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    user = current_user(request)
-    web = state(request)
-    notices = web.pending.user_notices(user.id) if user else []
-    base = {
-        "user": user,
-        "csrf": csrf_token(request),
-        "notices": notices,
-        "ready": web.view.ready,
-        "pending_count": len(web.pending.for_user(user.id)) if user else 0,
-    }
-    response: HTMLResponse = web.templates.TemplateResponse(request, name, base | context, status_code=status_code)
-    return response
-
-
-def render_fragment(web: WebState, name: str, **context: Any) -> str:
-    return web.templates.get_template(name).render(**context)
+from web import routes_actions, routes_pages, stream
+from web.state import HERE, SESSION_COOKIE, WebConfig, WebState, render
+from web.users import Users
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -184,9 +30,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return render(request, "error.html", status_code=exc.status_code, code=exc.status_code, message=exc.detail)
 
 
-def create_app(settings: Settings, users: Users, secret: str | None = None) -> Starlette:
+def create_app(settings: WebConfig, users: Users, secret: str | None = None) -> Starlette:
     """The ASGI app. ``secret`` signs the session cookies (random when None: sessions end on restart)."""
-    from web import routes_actions, routes_pages, stream
 
     web = WebState(settings, users)
 
@@ -223,4 +68,4 @@ def create_app(settings: Settings, users: Users, secret: str | None = None) -> S
     return app
 
 
-__all__ = ["Route", "WebState", "create_app", "current_user", "render", "require_user", "state"]
+__all__ = ["create_app"]

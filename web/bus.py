@@ -26,7 +26,6 @@ from typing import Any
 
 from domain import events as E
 from domain.timefmt import format_instant, instant_from_datetime
-from session_tally.config import Settings
 from web.pending import Change, Pending
 from web.view import Hub, View
 
@@ -74,7 +73,7 @@ def build_envelope(
 
 
 class Writer:
-    def __init__(self, settings: Settings, pending: Pending) -> None:
+    def __init__(self, settings: Any, pending: Pending) -> None:
         self.settings = settings
         self.pending = pending
         self._producer: Any = None
@@ -136,7 +135,7 @@ class Reader:
     """Follows the output topics into the view, settles the pending changes whose effect shows or whose
     rejection came back, and tells the hub which paths and users to redraw."""
 
-    def __init__(self, settings: Settings, view: View, pending: Pending, hub: Hub) -> None:
+    def __init__(self, settings: Any, view: View, pending: Pending, hub: Hub) -> None:
         self.settings = settings
         self.view = view
         self.pending = pending

@@ -21,9 +21,9 @@ from starlette.routing import Route
 
 from domain import events as E
 from storage import reads
-from web.app import WebState, checked_form, render, require_user, state
 from web.bus import InvalidChange
 from web.routes_pages import db_read, settings_in_force, visible_path
+from web.state import WebState, checked_form, render, require_user, state
 from web.tab import can_edit_hours
 from web.users import User
 from web.wording import AUTO_CONFIRM_CHOICES, LATE_CANCEL_CHOICES

@@ -13,8 +13,8 @@ from starlette.routing import Route
 
 from domain import events as E
 from storage import reads
-from web.app import WebState, render, require_user, state
 from web.bus import now_us
+from web.state import WebState, render, require_user, state
 from web.tab import can_read_admin_text, tab_context
 from web.users import User
 from web.view import PathView

@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from web.app import WebState, csrf_token, render_fragment, require_user, state
 from web.routes_pages import tab_for, visible_path
+from web.state import WebState, csrf_token, render_fragment, require_user, state
 from web.users import User
 
 KEEPALIVE_S = 15.0

@@ -106,7 +106,7 @@ async def _show(settings: Any, args: argparse.Namespace) -> int:
     finally:
         await engine.dispose()
     ends = await _ends(settings, settings.topics.inputs)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"topic": t, "partition": p, "end": end, "applied": applied.get((t, p)), "lag": end - applied.get((t, p), 0)}
         for (t, p), end in sorted(ends.items())
     ]

@@ -132,10 +132,10 @@ def output_examples() -> dict[str, dict[str, Any]]:
     tally = M.tally_row(PATH, publication.tally_message(document["tallies"][0]))
     meeting = state.meetings["mtg-3"]
     program = state.programs[PROGRAM]
-    message = publication.status_message(
+    status_doc = publication.status_message(
         meeting, PROGRAM, ORG, status_at(meeting, program, at), meeting.dispute_open, 5, at
     )
-    status = M.status_row(meeting.path_id, message)
+    status = M.status_row(meeting.path_id, status_doc)
     key = PATH.encode()
     source = M.SourceRecord(
         Topics().path_events,
