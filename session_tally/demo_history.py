@@ -19,7 +19,7 @@ and meetings starting a few minutes after the history is made, so statuses chang
 Event ids are ``demo-hist-NNNN`` in event-time order. The demo publishes the history once per state
 (it skips it when PostgreSQL already has the demo's programs): a history made later, around another
 "now", would not fit the meetings already recorded. Every event is one the pipeline accepts
-(``tests/test_demo_history.py`` replays it).
+(``tests/unit/test_demo_history.py`` replays it).
 """
 
 from __future__ import annotations

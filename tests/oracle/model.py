@@ -3,7 +3,7 @@
 Usage: python -m tests.oracle.model EVENTS.jsonl --at T
 
 A second implementation, written from the specification and its worked examples only, without
-reading domain/: a test oracle (tests/test_oracle.py compares `replay` with it on generated streams).
+reading domain/: a test oracle (tests/unit/test_oracle.py compares `replay` with it on generated streams).
 Where the specification is ambiguous the choice is marked with `OPT[...]` and can be flipped in
 OPTIONS; the defaults are the readings of docs/policy.md.
 """

@@ -71,7 +71,7 @@ def test_replay_equals_the_independent_model(generator: Any, seed: int, tmp_path
 
 def test_the_oracle_passes_every_worked_example() -> None:
     """The model is only an oracle if it gets the specification's own examples right."""
-    scenarios = sorted(p for p in (Path(__file__).parent / "scenarios").iterdir() if p.is_dir())
+    scenarios = sorted(p for p in (Path(__file__).parents[1] / "scenarios").iterdir() if p.is_dir())
     assert len(scenarios) >= 12
     for scenario in scenarios:
         at = (scenario / "at.txt").read_text().strip()

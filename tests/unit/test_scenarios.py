@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-SCENARIOS = Path(__file__).parent / "scenarios"
-REPO = Path(__file__).resolve().parent.parent
+SCENARIOS = Path(__file__).parents[1] / "scenarios"
+REPO = Path(__file__).resolve().parents[2]
 
 TIME_FIELDS = {"start", "end", "as_of"}
 HOUR_FIELDS = {"authorized_hours", "used_hours", "remaining_hours"}

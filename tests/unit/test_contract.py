@@ -23,7 +23,7 @@ from session_tally.contract import differences, generated_files, write
 from session_tally.contract.examples import example_jsonl
 from session_tally.topics import wanted_topics
 from tests.contract_schemas import CONTRACT, REPO, SCHEMAS, assert_valid, errors, load_json, schema
-from tests.test_domain_events import event
+from tests.unit.events_world import event
 
 SCENARIOS = REPO / "tests" / "scenarios"
 ASYNCAPI_SCHEMA = REPO / "tests" / "data" / "asyncapi" / "3.0.0.schema.json"

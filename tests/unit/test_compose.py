@@ -18,7 +18,7 @@ import yaml
 from session_tally.config import DEFAULT_DATABASE_URL
 from session_tally.localsvc.kafka import KAFKA_VERSION
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
 
