@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
+from producers.routing import TopicKind
 from session_tally.traffic.config import (
     ADMIN_TYPES,
     BAD_KIND_REASONS,
@@ -38,7 +39,6 @@ from session_tally.traffic.config import (
     ORDER_DEPENDENT_BAD_KINDS,
     Record,
     Tagged,
-    TopicKind,
     TrafficConfig,
 )
 from session_tally.traffic.sim import Simulation

@@ -11,19 +11,6 @@ from typing import NamedTuple
 from domain import events as E
 from producers.routing import TopicKind
 
-__all__ = [
-    "ADMIN_TYPES",
-    "BAD_KINDS",
-    "BAD_KIND_REASONS",
-    "CROSS_PARTITION_BAD_KINDS",
-    "EVENT_TYPES",
-    "ORDER_DEPENDENT_BAD_KINDS",
-    "Record",
-    "Tagged",
-    "TopicKind",
-    "TrafficConfig",
-]
-
 ADMIN_TYPES = E.ADMIN_TYPES
 EVENT_TYPES = tuple(E.EVENT_MODELS)  # every input event type, in the order of SPEC section 3
 
