@@ -161,7 +161,6 @@ async def run_worker(
     @app.on_startup
     async def start_offsets() -> None:
         await offsets.start()  # before the subscribers: the first path batch needs it
-        background.append(asyncio.create_task(monitor.run(), name="health"))
 
     @app.after_startup
     async def start_background() -> None:
@@ -172,6 +171,10 @@ async def run_worker(
         else:
             child = start_producers_child(settings, options)
             threading.Thread(target=merge_child_metrics, args=(child, metrics), daemon=True).start()
+        # the first health round once the broker is connected: /healthz speaks of the started worker from
+        # its first answer on (a round during start-up would report Kafka unreachable until the next one)
+        await monitor.round()
+        background.append(asyncio.create_task(monitor.run(), name="health"))
         port = -1
         if options.http_port >= 0:
             try:
