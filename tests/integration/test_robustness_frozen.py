@@ -110,15 +110,30 @@ class Pair:
                 proc.wait(10)
 
 
-def _freeze_inside_a_transaction(fast: FastProbe, app: str, proc: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
-    """SIGSTOP ``proc`` as soon as one of its sessions holds a batch transaction (a lock on
-    consumer_offsets); when the transaction ended before the signal landed, let it go on and aim again."""
+def row_lockers(fast: FastProbe, app: str) -> list[tuple[Any, ...]]:
+    """Sessions of ``app`` inside a transaction that holds row locks on consumer_offsets (an input batch
+    claims its partitions' rows: INSERT .. ON CONFLICT, SELECT .. FOR UPDATE); a transaction that only
+    reads the table (the health monitor, the admin barrier) holds none."""
+    return fast.conn.execute(
+        """
+        SELECT a.pid, a.state, left(a.query, 100) FROM pg_stat_activity a
+        WHERE a.application_name = %s AND a.xact_start IS NOT NULL AND EXISTS (
+            SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'relation'
+            AND l.relation = to_regclass(%s) AND l.mode IN ('RowShareLock', 'RowExclusiveLock'))
+        """,
+        (app, f'"{fast.schema}".consumer_offsets'),
+    ).fetchall()
+
+
+def _freeze_inside_a_transaction(fast: FastProbe, app: str, proc: subprocess.Popen[bytes]) -> list[tuple[Any, ...]]:
+    """SIGSTOP ``proc`` as soon as one of its sessions holds row locks on consumer_offsets (a batch
+    transaction); when the transaction ended before the signal landed, let it go on and aim again."""
     for _ in range(30):
-        wait_until(lambda: any(x["batch"] for x in fast.sessions(app)), 30, "a batch transaction of worker a",
-                   interval_s=0.002, procs=[proc])  # fmt: skip
+        wait_until(lambda: row_lockers(fast, app), 30, "a batch transaction of worker a", interval_s=0.002,
+                   procs=[proc])  # fmt: skip
         os.kill(proc.pid, signal.SIGSTOP)
         wait_until(lambda: process_state(proc.pid) == "T", 5, "worker a stopped", interval_s=0.01)
-        held = [x for x in fast.sessions(app) if x["batch"]]
+        held = row_lockers(fast, app)
         if held:
             return held
         os.kill(proc.pid, signal.SIGCONT)
@@ -159,7 +174,8 @@ def test_a_frozen_worker_holds_up_nobody(settings: Settings, tmp_path: Path) -> 
         after = fast.offsets()
         moved = sorted(k for k in owned_by_a if after.get(k, 0) > stopped_offsets.get(k, 0))
         assert moved, f"none of worker a's partitions {sorted(owned_by_a)} moved while it was stopped"
-        assert not [x for x in fast.sessions(pair.apps["a"]) if x["batch"]], "a's frozen transaction still open"
+        # b could only finish once PostgreSQL ended a's frozen session (idle_in_transaction_session_timeout)
+        assert not row_lockers(fast, pair.apps["a"]), "a's frozen transaction still holds its row locks"
         retries = metric_value(http_b, "session_tally_transaction_retries_total")
         print(f"frozen inside {held}; stream done {took_s:.1f} s after the freeze; a's partitions moved: {moved}; "
               f"b's transaction retries: {retries}")  # fmt: skip
