@@ -21,6 +21,7 @@ import logging
 from collections.abc import Sequence
 
 from domain import reasons as R
+from storage.db import is_driver_connection_error, sqlstate_of
 from storage.messages import SourceRecord
 from storage.unit_of_work import OffsetGap, Report, UnitOfWork
 
@@ -39,16 +40,15 @@ def is_outage(exc: BaseException) -> bool:
 
     if isinstance(exc, OSError | ConnectionError | asyncio.TimeoutError | PoolTimeout | InterfaceError):
         return True
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
-        if sqlstate == _STATEMENT_TIMEOUT:
-            return False
-        if sqlstate[:2] in _OUTAGE_CLASSES:
-            return True
-        return isinstance(exc, OperationalError) and not sqlstate
-    return False
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    # wrapped by SQLAlchemy, or psycopg's own (the COPY of storage/rows.py runs on the driver's connection)
+    sqlstate = sqlstate_of(exc) or ""
+    if sqlstate == _STATEMENT_TIMEOUT:
+        return False
+    if sqlstate[:2] in _OUTAGE_CLASSES:
+        return True
+    return (isinstance(exc, OperationalError) and not sqlstate) or is_driver_connection_error(exc)
 
 
 def describe(exc: BaseException) -> str:

@@ -73,15 +73,24 @@ class InputSubscriber:
         consumer = self.consumer
         if consumer is None or not assigned:
             return
+        # paused while PostgreSQL is asked: the fetcher meanwhile positions the partitions at Kafka's
+        # committed offsets and would hand records from there to the next batch; a paused partition's
+        # records are never handed out, and a seek discards what was fetched from the old position
+        consumer.pause(*assigned)
         try:
             applied = await self.uow.applied_offsets(tuple(sorted({tp.topic for tp in assigned})))
         except Exception as exc:  # the first batch finds the same through OffsetGap
             log.warning("cannot read the applied offsets for the new assignment (%s)", describe(exc))
-            return
+            applied = None
+        owned = consumer.assignment()
         for tp in assigned:
-            # a partition never applied starts at its beginning (0: Kafka's log start when older records
-            # were deleted), whatever offset Kafka has committed for the group
-            consumer.seek(tp, applied.get((tp.topic, tp.partition), 0))
+            if tp not in owned:  # revoked while PostgreSQL was asked
+                continue
+            if applied is not None:
+                # a partition never applied starts at its beginning (0: Kafka's log start when older
+                # records were deleted), whatever offset Kafka has committed for the group
+                consumer.seek(tp, applied.get((tp.topic, tp.partition), 0))
+            consumer.resume(tp)
 
     def register(
         self, broker: Any, topics: tuple[str, ...], group_id: str, group_instance_id: str | None = None

@@ -167,8 +167,13 @@ class Rejected(_Versioned):
     event_id: str | None = Field(description="the event_id when the message has one that is a JSON string")
     rejected_at: UtcInstant
     source: RejectedSource
-    key: str | None = Field(description="the input's key as text when it is UTF-8 (its first 64 KiB), else null")
-    key_base64: Base64 = Field(description="the input's key in base64 when it is not UTF-8, else null")
+    key: str | None = Field(
+        description="the input's key as text when it is UTF-8 (its first 64 KiB), else null (see key_base64)"
+    )
+    key_base64: Base64 = Field(
+        description="the input's key in base64 when it is not UTF-8, or when the message would be larger than "
+        "512 KiB with the key and value as JSON text (many escaped control characters); else null"
+    )
     key_bytes: int | None = Field(ge=0, description="the size of the key; null for a message without one")
     key_truncated: bool = Field(description="true when the key fields hold only its first 64 KiB")
     headers: list[Header] = Field(description="the input's headers (their first 64 KiB in all)")
@@ -177,12 +182,21 @@ class Rejected(_Versioned):
     )
     headers_bytes: int = Field(ge=0, description="the size of all header keys and values")
     headers_truncated: bool = Field(description="true when the headers were cut to their first 64 KiB")
-    original: str | None = Field(description="the input's value as text when it is UTF-8 (its first 64 KiB)")
+    original: str | None = Field(
+        description="the input's value as text when it is UTF-8 (its first 64 KiB), else null (see original_base64)"
+    )
     original_base64: Base64 = Field(
-        description="the value in base64 when it is not UTF-8 (its first 64 KiB), else null"
+        description="the value in base64 (its first 64 KiB) when it is not UTF-8, or when the message would be "
+        "larger than 512 KiB with the key and value as JSON text (many escaped control characters); else null"
     )
     original_bytes: int | None = Field(ge=0, description="the size of the value; null for a message without one")
     original_truncated: bool = Field(description="true when the value fields hold only its first 64 KiB")
+    original_removed: str | None = Field(
+        default=None,
+        description="present when the topic refused the message with its original: key, key_base64, "
+        "headers_base64, original and original_base64 are then null and headers empty (the sizes stay), "
+        "and this says why; the Kafka record then has the key's first 1 KiB and only the session-tally-reason header",
+    )
 
 
 class ReplayRejection(_Out):

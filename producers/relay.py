@@ -7,7 +7,11 @@ Invariants:
 - rows of one lane (hash of the key) are published by one relay at a time (a PostgreSQL advisory
   lock per lane, held while publishing) and in ``id`` order, so every message of a path goes out in
   the order its transactions committed, whatever number of workers run relays;
-- the relay never opens a transaction of the consumers: it only reads and deletes outbox rows.
+- the relay never opens a transaction of the consumers: it only reads and deletes outbox rows;
+- a batch the broker refused for good (too large for the topic, say) leaves aiokafka's idempotent
+  producer with sequence numbers the broker no longer expects for that partition: every later batch there
+  would fail ``OutOfOrderSequenceNumber``. After such a refusal the producer is replaced (a new producer
+  id starts its sequences afresh) and out-of-order rows are sent again, never dead-lettered.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from producers.kafka_access import KafkaTarget, kafka_options
 from producers.kafka_client import throttle_metadata_updates
 from storage import outbox
-from storage.messages import LANES, REJECTED, load_headers, without_original
+from storage.messages import LANES, REJECTED, load_headers, removed_headers, removed_key, without_original
 
 log = logging.getLogger("session_tally.relay")
 
@@ -44,6 +48,7 @@ class Relay:
         self._wake = asyncio.Event()
         self._stopping = False
         self.published = 0
+        self._refused = False  # the broker refused a batch: replace the producer before the next round
         self.last_published_at = time.monotonic()
 
     @classmethod
@@ -104,6 +109,8 @@ class Relay:
         """One round: claim every lane that has rows and no other relay, publish up to ROWS_PER_ROUND of
         their rows in id order (one Kafka round trip for all), delete what Kafka acknowledged; returns
         how many rows left the outbox (or were replaced)."""
+        if self._refused:
+            await self._replace_producer()
         async with self.engine.begin() as conn:
             lanes = await outbox.claim_lanes(conn)
             if not lanes:
@@ -117,7 +124,7 @@ class Relay:
                 log.error("outbox row %d (%s) cannot be published (%s): moved to outbox_dead", row.id, row.topic, error)
                 await outbox.keep_dead(conn, row, error)
             for row, value in replaced:
-                await outbox.replace_value(conn, row.id, value)
+                await outbox.replace_value(conn, row.id, value, removed_key(row.key), removed_headers(value))
         published = len(done)
         self.published += published
         if self.metrics is not None:
@@ -149,8 +156,29 @@ class Relay:
             except Exception as exc:  # refused before sending (too large for the producer, say)
                 futures.append(exc)
         pending = [f for f in futures if not isinstance(f, BaseException)]
-        results = iter(await asyncio.gather(*pending, return_exceptions=True))
-        return [f if isinstance(f, BaseException) else _error_or_none(next(results)) for f in futures]
+        results = list(await asyncio.gather(*pending, return_exceptions=True))
+        if any(_refused_by_broker(r) for r in results):
+            self._refused = True
+        answers = iter(results)
+        return [f if isinstance(f, BaseException) else _error_or_none(next(answers)) for f in futures]
+
+    async def _replace_producer(self) -> None:
+        """A fresh producer (new producer id, sequences from 0): see the module's invariants."""
+        log.warning("the broker refused a batch for good; replacing the producer (its sequence numbers)")
+        self._refused = False
+        old, self.producer = self.producer, None
+        try:
+            await old.stop()
+        finally:
+            await self.start()
+
+
+def _refused_by_broker(result: Any) -> bool:
+    """The broker's answer to a batch, for good (not the producer's own size check before sending, which
+    raises from ``send``; not an error aiokafka retries itself with the same sequence numbers)."""
+    from aiokafka.errors import BrokerResponseError
+
+    return isinstance(result, BrokerResponseError) and not result.retriable
 
 
 def _error_or_none(result: Any) -> BaseException | None:
@@ -167,9 +195,16 @@ def is_permanent(error: BaseException) -> bool:
 
 
 def _transient_kafka_errors() -> tuple[type[BaseException], ...]:
-    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError
+    from aiokafka.errors import (
+        KafkaConnectionError,
+        KafkaTimeoutError,
+        NodeNotReadyError,
+        OutOfOrderSequenceNumber,
+        RequestTimedOutError,
+    )
 
-    return (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError)
+    # OutOfOrderSequenceNumber: our producer's state after a refused batch, not the row's fault
+    return (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError, OutOfOrderSequenceNumber)
 
 
 def sort_outcomes(

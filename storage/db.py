@@ -37,6 +37,22 @@ SESSION_BOUNDS = (
 )
 
 
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error, whether SQLAlchemy wrapped it (``DBAPIError.orig``) or psycopg
+    raised it directly (the COPY of storage/rows.py runs on the driver's connection); None otherwise."""
+    import psycopg
+
+    driver = getattr(exc, "orig", None) if not isinstance(exc, psycopg.Error) else exc
+    return getattr(driver, "sqlstate", None) if isinstance(driver, psycopg.Error) else None
+
+
+def is_driver_connection_error(exc: BaseException) -> bool:
+    """psycopg's own error for a connection that failed without a SQLSTATE (lost, refused, closed)."""
+    import psycopg
+
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and not exc.sqlstate
+
+
 def _connect_args(schema: str, bounded: bool = False) -> dict[str, object]:
     # connect_timeout: a server that does not answer (down, partitioned) fails a connection attempt after
     # 10 s instead of the operating system's minutes; the caller retries.

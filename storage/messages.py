@@ -20,6 +20,7 @@ from domain.timefmt import format_instant
 LANES = 16
 MAX_ORIGINAL_BYTES = 64 * 1024  # key, value and headers of a rejected input are each kept up to this size
 MAX_REJECTED_BYTES = 512 * 1024  # a rejected message above this keeps base64 forms only (never above ~400 KiB)
+REMOVED_KEY_BYTES = 1024  # the Kafka key of a rejected message published without its original is cut to this
 TALLIES = "tallies"
 STATUSES = "statuses"
 REJECTED = "rejected"
@@ -177,10 +178,17 @@ def rejected_row(source: SourceRecord, event_id: str | None, reason: str, detail
     return OutboxRow(lane_of(key), REJECTED, key, value, tuple(out_headers))
 
 
+def removed_key(key: bytes | None) -> bytes | None:
+    """The Kafka key of a rejected message published without its original: the key's first
+    :data:`REMOVED_KEY_BYTES` (a 64 KiB key alone would not fit a topic that refused the message)."""
+    return None if key is None else _cut(key, REMOVED_KEY_BYTES)
+
+
 def without_original(value: bytes, error: BaseException) -> bytes:
     """A rejected message that the topic refused (smaller ``max.message.bytes`` than the 1 MB default,
     say), again without the original's key, value and headers: what it was and why stays, with the
-    sizes, and ``original_removed`` says why the rest is gone."""
+    sizes, and ``original_removed`` says why the rest is gone. The relay publishes it with
+    :func:`removed_key` as its Kafka key and :func:`removed_headers`."""
     doc = json.loads(value)
     for field in ("key", "key_base64", "headers_base64", "original", "original_base64"):
         if field in doc:
@@ -188,6 +196,12 @@ def without_original(value: bytes, error: BaseException) -> bytes:
     doc["headers"] = []
     doc["original_removed"] = f"the rejected message was refused by Kafka ({type(error).__name__})"
     return _dumps(doc)
+
+
+def removed_headers(value: bytes) -> dict[str, Any]:
+    """The stored Kafka headers of a rejected message published without its original: only the
+    ``session-tally-reason`` header (every rejected record carries it)."""
+    return store_headers([(REASON_HEADER, str(json.loads(value)["reason"]).encode())])
 
 
 def store_headers(headers: Sequence[tuple[str, bytes | None]]) -> dict[str, Any]:

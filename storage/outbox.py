@@ -77,10 +77,12 @@ async def delete_rows(conn: AsyncConnection, ids: list[int]) -> None:
         await conn.execute(delete(o).where(o.c.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger)))))
 
 
-async def replace_value(conn: AsyncConnection, row_id: int, value: bytes) -> None:
-    """A row published again with another value (and without headers), in its place in the lane."""
+async def replace_value(
+    conn: AsyncConnection, row_id: int, value: bytes, key: bytes | None, stored_headers: dict[str, Any]
+) -> None:
+    """A row published again with another value, key and headers (stored form), in its place in its lane."""
     o = T.outbox
-    await conn.execute(update(o).where(o.c.id == row_id).values(value=value, headers=None))
+    await conn.execute(update(o).where(o.c.id == row_id).values(value=value, key=key, headers=stored_headers))
 
 
 async def keep_dead(conn: AsyncConnection, row: Any, error: BaseException) -> None:

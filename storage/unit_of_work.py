@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import and_, bindparam, exists, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
@@ -50,6 +51,7 @@ from domain.engine import (
 from domain.touches import Touches
 from storage import messages as M
 from storage import tables as T
+from storage.db import sqlstate_of
 from storage.rows import LOCAL_SEQ_BASE, Loaded, _any
 from storage.screening import Misrouted, Screen
 
@@ -88,8 +90,8 @@ def _lock_key(kind: str, key: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{kind}:{key}".encode(), digest_size=8).digest(), "big", signed=True)
 
 
-def _retryable(exc: DBAPIError) -> bool:
-    return getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+def _retryable(exc: BaseException) -> bool:
+    return sqlstate_of(exc) in RETRYABLE_SQLSTATES
 
 
 class UnitOfWork:
@@ -111,10 +113,10 @@ class UnitOfWork:
                 if isinstance(result, Report):
                     result.attempts = attempt
                 return result
-            except DBAPIError as exc:
+            except (DBAPIError, psycopg.Error) as exc:  # psycopg's own: from a COPY on the driver's connection
                 if not _retryable(exc) or attempt == MAX_ATTEMPTS:
                     raise
-                log.info("retrying a transaction after %s (attempt %d)", getattr(exc.orig, "sqlstate", "?"), attempt)
+                log.info("retrying a transaction after %s (attempt %d)", sqlstate_of(exc), attempt)
                 await asyncio.sleep(0.01 * attempt)
         raise AssertionError("unreachable")
 

@@ -2,7 +2,8 @@
 
 - ``TcpProxy``: a TCP proxy between a worker and PostgreSQL that a test can cut (every open connection
   is closed and new ones are refused, as during a database restart, a fail-over or a network partition)
-  and restore.
+  and restore, or pause (connections stay open and new ones are accepted, but no byte goes through: a
+  server that hangs) and resume.
 - ``private_broker``: a second Apache Kafka broker in a temporary directory on free ports, which a test
   may stop and start again without disturbing the broker every other test uses.
 """
@@ -25,7 +26,8 @@ class TcpProxy:
     """Forwards 127.0.0.1:``port`` to ``target``, in a thread with its own event loop.
 
     ``cut()`` closes every connection at once and refuses new ones (accepted, then closed at once) until
-    ``restore()``. ``accepted`` and ``dropped`` count connections, so a test can show the cut was felt."""
+    ``restore()``. ``pause()`` holds every byte in both directions (open connections and new ones) until
+    ``resume()``. ``accepted`` and ``dropped`` count connections, so a test can show the cut was felt."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -35,12 +37,20 @@ class TcpProxy:
         self.dropped = 0
         self._open: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._cut = False
+        self._flowing: asyncio.Event | None = None  # created in the proxy's loop; cleared while paused
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
 
     def __enter__(self) -> TcpProxy:
         self._thread.start()
+
+        async def make_event() -> asyncio.Event:
+            flowing = asyncio.Event()
+            flowing.set()
+            return flowing
+
+        self._flowing = asyncio.run_coroutine_threadsafe(make_event(), self._loop).result(10)
         self._server = asyncio.run_coroutine_threadsafe(
             asyncio.start_server(self._serve, "127.0.0.1", 0), self._loop
         ).result(10)
@@ -72,6 +82,15 @@ class TcpProxy:
 
         asyncio.run_coroutine_threadsafe(go(), self._loop).result(10)
 
+    def pause(self) -> None:
+        """Forward nothing (connections stay open, new ones are accepted) until :meth:`resume`."""
+        assert self._flowing is not None
+        self._loop.call_soon_threadsafe(self._flowing.clear)
+
+    def resume(self) -> None:
+        assert self._flowing is not None
+        self._loop.call_soon_threadsafe(self._flowing.set)
+
     def _drop_all(self) -> int:
         pairs = list(self._open)
         for pair in pairs:
@@ -101,8 +120,10 @@ class TcpProxy:
             self._open.discard(pair)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self._flowing is not None
         try:
             while data := await reader.read(65536):
+                await self._flowing.wait()  # held while paused
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
