@@ -5,7 +5,7 @@ Invariants:
 - rows are written by the transactions whose state they reflect (:func:`write_rows`, from
   :meth:`storage.rows.Loaded.flush`), never on their own;
 - rows of one lane (hash of the key) are read in ``id`` order by one relay at a time: a relay claims a
-  lane with a transaction-scoped advisory lock (:func:`claim_lanes`), so the claim ends with its
+  lane with a transaction-scoped advisory lock of its schema (:func:`claim_lanes`), so the claim ends with its
   transaction (and with its session: a frozen relay's lanes go after ``idle_in_transaction_session_timeout``);
 - a row leaves the outbox only once Kafka acknowledged it (:func:`delete_rows`), or, refused for good,
   into ``outbox_dead`` with the error (:func:`keep_dead`): nothing is dropped silently.
@@ -23,7 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from storage import messages as M
 from storage import tables as T
 
-LANE_LOCK_BASE = 7_270_100  # pg advisory lock keys LANE_LOCK_BASE + lane
+# a lane's lock: the two-key advisory lock (LANE_LOCK_CLASS of the schema, lane), so that relays of
+# different schemas of one database (tests, several deployments) never contend for each other's lanes
+LANE_LOCK_CLASS = "hashtext('st_lanes:' || {schema})"
 CHANNEL_PREFIX = "st_outbox_"
 # the statement a writing transaction ends with: the channel of its own schema (see channel())
 NOTIFY = f"SELECT pg_notify(left('{CHANNEL_PREFIX}' || current_schema(), 63), '')"
@@ -52,9 +54,9 @@ async def claim_lanes(conn: AsyncConnection) -> list[int]:
     rows = await conn.execute(
         text(
             "SELECT lane FROM unnest(CAST(:lanes AS int[])) AS lane "
-            "WHERE pg_try_advisory_xact_lock(:base + lane) ORDER BY lane"
+            f"WHERE pg_try_advisory_xact_lock({LANE_LOCK_CLASS.format(schema='current_schema()')}, lane) ORDER BY lane"
         ),
-        {"lanes": sorted(lanes), "base": LANE_LOCK_BASE},
+        {"lanes": sorted(lanes)},
     )
     return [r[0] for r in rows]
 

@@ -86,8 +86,14 @@ class Report:
     misrouted: list[Misrouted] = field(default_factory=list)  # keys seen on a second partition
 
 
+# a program's lock: the two-key advisory lock (PROGRAM_LOCK_CLASS of the schema, _lock_key(program)), so
+# that workers of different schemas of one database never serialise on each other's programs
+PROGRAM_LOCK_CLASS = "hashtext('st_programs:' || current_schema())"
+
+
 def _lock_key(kind: str, key: str) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{kind}:{key}".encode(), digest_size=8).digest(), "big", signed=True)
+    """A 32-bit key (two ids sharing one only serialise more than needed, never less)."""
+    return int.from_bytes(hashlib.blake2b(f"{kind}:{key}".encode(), digest_size=4).digest(), "big", signed=True)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -312,8 +318,9 @@ class UnitOfWork:
         ordered = sorted(locks.items())
         await conn.execute(
             text(
-                "SELECT count(CASE WHEN x THEN pg_advisory_xact_lock(k) ELSE pg_advisory_xact_lock_shared(k) END) "
-                "FROM (SELECT k, x FROM unnest(CAST(:ks AS bigint[]), CAST(:xs AS boolean[])) AS t(k, x) ORDER BY k) s"
+                f"SELECT count(CASE WHEN x THEN pg_advisory_xact_lock({PROGRAM_LOCK_CLASS}, k) "
+                f"ELSE pg_advisory_xact_lock_shared({PROGRAM_LOCK_CLASS}, k) END) "
+                "FROM (SELECT k, x FROM unnest(CAST(:ks AS int[]), CAST(:xs AS boolean[])) AS t(k, x) ORDER BY k) s"
             ),
             {"ks": [k for k, _ in ordered], "xs": [x for _, x in ordered]},
         )

@@ -239,19 +239,25 @@ class FastProbe:
     - ``offsets()``: the applied input offsets (``consumer_offsets``);
     - ``sessions(app)``: every session of ``application_name`` inside a transaction: whether it holds a
       lock on ``consumer_offsets`` (only an input-batch transaction takes one), which outbox lane locks of
-      the relay it holds (advisory ``lane_lock_base + lane``), its state, since when (``since``,
+      the relay it holds (two-key advisory locks of the schema's lane class, storage/outbox.py), its
+      state, since when (``since``,
       ``age`` in seconds) and its last statement;
     - ``outbox_values(lane)``: the bytes of the rows still in the outbox;
     - ``wait_notify(timeout_s)``: block until a NOTIFY on ``channel`` (the batch transactions notify the
       relay when they commit outbox rows) or the timeout; ``application_of(pid)`` tells whose it was.
     """
 
-    def __init__(self, settings: Settings, lane_lock_base: int, lanes: int, channel: str | None = None) -> None:
+    def __init__(self, settings: Settings, lanes: int, channel: str | None = None) -> None:
         import psycopg
+
+        from storage.outbox import LANE_LOCK_CLASS
 
         self.schema = settings.db_schema
         self.conn = psycopg.connect(libpq_url(settings.database_url), autocommit=True)
-        self.lanes = (lane_lock_base, lane_lock_base + lanes - 1)
+        row = self.conn.execute(f"SELECT {LANE_LOCK_CLASS.format(schema='%s')}", (self.schema,)).fetchone()
+        assert row is not None
+        self.lane_class = int(row[0]) & 0xFFFFFFFF  # pg_locks shows the key as an unsigned oid
+        self.lanes = (0, lanes - 1)
         self.listen = None
         if channel:
             self.listen = psycopg.connect(libpq_url(settings.database_url), autocommit=True)
@@ -280,14 +286,16 @@ class FastProbe:
                    extract(epoch FROM clock_timestamp() - a.state_change) AS age,
                    EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'relation'
                            AND l.relation = to_regclass(%(tbl)s)) AS batch,
-                   (SELECT array_agg(l.objid::bigint - %(lo)s) FROM pg_locks l WHERE l.pid = a.pid
-                           AND l.locktype = 'advisory' AND l.granted AND l.classid = 0
+                   (SELECT array_agg(l.objid::bigint) FROM pg_locks l WHERE l.pid = a.pid
+                           AND l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+                           AND l.classid::bigint = %(cls)s
                            AND l.objid::bigint BETWEEN %(lo)s AND %(hi)s) AS lanes
             FROM pg_stat_activity a
             WHERE a.application_name = %(app)s AND a.xact_start IS NOT NULL
             """,
             {
                 "tbl": f'"{self.schema}".consumer_offsets',
+                "cls": self.lane_class,
                 "lo": self.lanes[0],
                 "hi": self.lanes[1],
                 "app": application_name,

@@ -53,7 +53,6 @@ from session_tally.config import Settings
 from session_tally.snapshot import read_snapshot
 from session_tally.traffic import TrafficConfig, generate
 from storage.messages import LANES
-from storage.outbox import LANE_LOCK_BASE
 from storage.outbox import channel as notify_channel
 from tests.integration.pipeline_helpers import (
     EndOffsets,
@@ -123,7 +122,7 @@ class CrashRig:
         self.app = "st-crash-" + settings.db_schema
         self.probe = Probe(settings)
         # a batch transaction NOTIFYs this channel (to wake the relay) when it commits outbox rows
-        self.fast = FastProbe(settings, LANE_LOCK_BASE, LANES, channel=notify_channel(settings.db_schema))
+        self.fast = FastProbe(settings, LANES, channel=notify_channel(settings.db_schema))
         self.ends_probe = EndOffsets(settings.kafka_bootstrap_servers, settings.topics.outputs)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0

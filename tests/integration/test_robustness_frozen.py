@@ -29,7 +29,6 @@ from session_tally.config import Settings
 from session_tally.snapshot import read_snapshot
 from session_tally.traffic import TrafficConfig, generate
 from storage.messages import LANES
-from storage.outbox import LANE_LOCK_BASE
 from tests.integration.pipeline_helpers import (
     BackgroundPublish,
     FastProbe,
@@ -144,7 +143,7 @@ def test_a_frozen_worker_holds_up_nobody(settings: Settings, tmp_path: Path) -> 
     lines = stream()
     bootstrap, group = settings.kafka_bootstrap_servers, settings.group_id
     pair = Pair(settings, tmp_path)
-    fast = FastProbe(settings, LANE_LOCK_BASE, LANES)
+    fast = FastProbe(settings, LANES)
     try:
         a = pair.start("a")
         per_worker = len(wait_group(bootstrap, group, None, 60, procs=[a]))

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from storage.db import async_engine, upgrade
 from storage.messages import SourceRecord
-from storage.unit_of_work import UnitOfWork, _lock_key
+from storage.unit_of_work import PROGRAM_LOCK_CLASS, UnitOfWork, _lock_key
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +107,10 @@ async def scenario(database_url: str, schema: str, batch: tuple[str, bytes]) -> 
         uow = UnitOfWork(engine, ADMIN, lambda: AT)
         await uow.process_batch(offsets.records(*SETUP))
         async with engine.connect() as holder, engine.connect() as observer:
-            await holder.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": _lock_key("program", "prog-1")})
+            await holder.execute(
+                text(f"SELECT pg_advisory_xact_lock_shared({PROGRAM_LOCK_CLASS}, :k)"),
+                {"k": _lock_key("program", "prog-1")},
+            )
             task = asyncio.create_task(uow.process_batch(offsets.records(batch)))
 
             async def settled() -> list[str] | bool:

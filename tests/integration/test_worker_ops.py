@@ -24,7 +24,6 @@ from domain.timefmt import format_instant, parse_instant
 from session_tally.config import Settings
 from session_tally.traffic import TrafficConfig, generate
 from storage.messages import LANES
-from storage.outbox import LANE_LOCK_BASE
 from tests.integration.pipeline_helpers import (
     ROOT,
     FastProbe,
@@ -79,7 +78,7 @@ def test_sigterm_drains_the_batch_in_flight_and_exits_0(settings: Settings, tmp_
         db_application_name=app,
         extra=["--graceful-timeout", str(GRACEFUL_S)],
     )
-    probe = FastProbe(settings, LANE_LOCK_BASE, LANES)
+    probe = FastProbe(settings, LANES)
     try:
         # the worker is up (its producers child too: a SIGTERM in the first second, before the child
         # installed its handlers, kills the child at once and leaves the last rows for the next relay)
@@ -130,7 +129,7 @@ def test_sigterm_right_after_start_still_publishes_what_was_applied(settings: Se
     asyncio.run(publish_lines(settings.kafka_bootstrap_servers, settings, lines))
     log = tmp_path / "worker.log"
     worker = start_worker_ex(settings, log, clock=AT, park_timeout_s=120, batch_size=200)
-    probe = FastProbe(settings, LANE_LOCK_BASE, LANES)
+    probe = FastProbe(settings, LANES)
     try:
         wait_until(lambda: sum(probe.offsets().values()) > 0, 60, "the first batch applied", procs=[worker])
         worker.send_signal(signal.SIGTERM)
