@@ -7,7 +7,7 @@ not with the input. Waiting events still waiting at the end are rejected with ``
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from domain.engine import REJECTED, expire_parked, process_message
@@ -46,22 +46,30 @@ class Replay:
             self.feed(raw.rstrip(b"\n"), number)
 
     def document(self, at: int) -> dict[str, Any]:
+        """The document of SPEC section 6 at time ``at``, as one dict (see :meth:`sections`)."""
+        tallies, meetings, rejected = self.sections(at)
+        return {"tallies": tallies, "meetings": list(meetings), "rejected": list(rejected)}
+
+    def sections(self, at: int) -> tuple[list[dict[str, Any]], Iterator[dict[str, Any]], Iterator[dict[str, Any]]]:
+        """The document's three sections at time ``at``: the tallies, and the meetings and rejections as
+        iterators, so that a writer can stream them (a million events make hundreds of thousands of
+        meetings: their dicts need never exist all at once). What still waits is rejected first, as at the
+        end of the input; asking again gives the same document."""
         state = self.state
-        # what still waits is rejected at the end of the input; kept, so that asking again gives the same
         self.expired += [(o.ref, o.event_id, o.reason) for o in expire_parked(state, lambda _item: True)]  # type: ignore[misc]
         rejected = sorted(self.rejected, key=lambda r: r[0])
         rejected += sorted(self.expired, key=lambda r: r[0])
 
+        meeting_ids = sorted(state.meetings)
+        statuses: list[str] = []
         per_path: dict[str, tuple[list[int], list[int]]] = {}
-        meetings: list[dict[str, Any]] = []
-        for meeting_id in sorted(state.meetings):
+        for meeting_id in meeting_ids:
             meeting = state.meetings[meeting_id]
             path = state.paths[meeting.path_id]
-            program = state.programs[path.program_id]
-            status = status_at(meeting, program, at)
+            status = status_at(meeting, state.programs[path.program_id], at)
+            statuses.append(status)
             counts, minutes = per_path.get(path.path_id) or per_path.setdefault(path.path_id, new_counters())
             count(counts, minutes, status, meeting.minutes)
-            meetings.append(meeting_document(meeting, status, meeting.dispute_open))
 
         tallies = []
         for path_id in sorted(state.paths):
@@ -71,11 +79,17 @@ class Replay:
                 continue
             counts, minutes = per_path.get(path_id) or new_counters()
             tallies.append(tally(path, program, counts, minutes, at, path.changes))
-        return {
-            "tallies": tallies,
-            "meetings": meetings,
-            "rejected": [{"line": line, "event_id": eid, "reason": reason} for line, eid, reason in rejected],
-        }
+
+        def meetings() -> Iterator[dict[str, Any]]:
+            for meeting_id, status in zip(meeting_ids, statuses, strict=True):
+                meeting = state.meetings[meeting_id]
+                yield meeting_document(meeting, status, meeting.dispute_open)
+
+        def rejections() -> Iterator[dict[str, Any]]:
+            for line, eid, reason in rejected:
+                yield {"line": line, "event_id": eid, "reason": reason}
+
+        return tallies, meetings(), rejections()
 
 
 def replay(lines: Iterable[bytes], at: int) -> dict[str, Any]:

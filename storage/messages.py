@@ -16,6 +16,7 @@ from typing import Any
 
 from domain.outputs import SCHEMA_VERSION
 from domain.timefmt import format_instant
+from storage.codec import dumps_bytes
 
 LANES = 16
 MAX_ORIGINAL_BYTES = 64 * 1024  # key, value and headers of a rejected input are each kept up to this size
@@ -54,7 +55,7 @@ def lane_of(key: bytes | None) -> int:
 
 
 def _dumps(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return dumps_bytes(doc)
 
 
 def tally_row(path_id: str, message: dict[str, Any]) -> OutboxRow:

@@ -13,7 +13,6 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storage import messages as M
 from storage import tables as T
+from storage.codec import dumps_text
 
 # a lane's lock: the two-key advisory lock (LANE_LOCK_CLASS of the schema, lane), so that relays of
 # different schemas of one database (tests, several deployments) never contend for each other's lanes
@@ -40,7 +40,7 @@ async def write_rows(cur: Any, rows: Sequence[M.OutboxRow]) -> None:
     """COPY the rows in (psycopg cursor of the writing transaction), then NOTIFY the relays."""
     async with cur.copy('COPY outbox ("lane", "topic", "key", "value", "headers") FROM STDIN') as copy:
         for r in rows:
-            headers = None if r.headers is None else json.dumps(M.store_headers(r.headers))
+            headers = None if r.headers is None else dumps_text(M.store_headers(r.headers))
             await copy.write_row((r.lane, r.topic, r.key, r.value, headers))
     await cur.execute(NOTIFY)
 

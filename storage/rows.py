@@ -10,7 +10,6 @@ path counters by the difference and produces the outbox rows for every status an
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +24,7 @@ from domain.tally import tally
 from storage import messages as M
 from storage import outbox
 from storage import tables as T
+from storage.codec import dumps_text
 
 LOCAL_SEQ_BASE = 1 << 62  # seqs of events parked in this transaction, renumbered on insert
 
@@ -33,7 +33,7 @@ def _any(values: list[str]) -> Any:
     """``= ANY(array(SELECT json_array_elements_text(:json)))``: one parameter whatever the number of
     values, encoded by the C JSON encoder (an IN list, or a list adapted by psycopg, costs per value in
     Python); PostgreSQL still uses the index (ScalarArrayOp)."""
-    as_json = cast(bindparam(None, json.dumps(values), type_=Text), JSON)
+    as_json = cast(bindparam(None, dumps_text(values), type_=Text), JSON)
     return any_(func.array(select(func.json_array_elements_text(as_json)).scalar_subquery()))
 
 
@@ -261,7 +261,7 @@ class Loaded:
                 await cur.execute(
                     "INSERT INTO orgs (org_id, enabled) SELECT id, enabled FROM json_to_recordset(%s::json) "
                     "AS u(id text, enabled boolean) ON CONFLICT (org_id) DO UPDATE SET enabled = excluded.enabled",
-                    (json.dumps([{"id": o, "enabled": state.orgs[o]} for o in orgs]),),
+                    (dumps_text([{"id": o, "enabled": state.orgs[o]} for o in orgs]),),
                 )
             new_programs = sorted(changes.new_programs)
             if new_programs:
@@ -272,7 +272,7 @@ class Loaded:
                 await cur.execute(
                     "UPDATE programs p SET updates = u.u FROM json_to_recordset(%s::json) AS u(id text, u jsonb) "
                     "WHERE p.program_id = u.id",
-                    (json.dumps(updates),),
+                    (dumps_text(updates),),
                 )
 
             new_paths = sorted(changes.new_paths)
@@ -289,7 +289,7 @@ class Loaded:
                     "minutes = u.m, tally_version = u.v, last_tally = u.t "
                     "FROM json_to_recordset(%s::json) AS u(id text, oh numeric, oa bigint, ch int, c int[], m bigint[], "
                     "v bigint, t jsonb) WHERE p.path_id = u.id",
-                    (json.dumps(rows),),
+                    (dumps_text(rows),),
                 )
 
             new_meetings = sorted(changes.new_meetings)
@@ -305,7 +305,7 @@ class Loaded:
                     "next_change_at = u.nc FROM json_to_recordset(%s::json) AS u(id text, ck smallint, ca bigint, "
                     "an boolean, aa bigint, dop boolean, w boolean, st text, di boolean, sv bigint, nc bigint) "
                     "WHERE x.meeting_id = u.id",
-                    (json.dumps(rows),),
+                    (dumps_text(rows),),
                 )
 
             if changes.seen:
@@ -315,14 +315,14 @@ class Loaded:
             if db_unparked:
                 await cur.execute(
                     "DELETE FROM parked WHERE seq = ANY(ARRAY(SELECT json_array_elements_text(%s::json)::bigint))",
-                    (json.dumps(db_unparked),),
+                    (dumps_text(db_unparked),),
                 )
             moved = [item for seq, item in sorted(changes.parked.items()) if seq < LOCAL_SEQ_BASE]
             if moved:
                 await cur.execute(
                     "UPDATE parked p SET wait_kind = u.k, wait_key = u.w FROM json_to_recordset(%s::json) "
                     "AS u(seq bigint, k text, w text) WHERE p.seq = u.seq",
-                    (json.dumps([{"seq": i.seq, "k": i.wait_kind, "w": i.wait_key} for i in moved]),),
+                    (dumps_text([{"seq": i.seq, "k": i.wait_kind, "w": i.wait_key} for i in moved]),),
                 )
             new_parked = [changes.parked[s] for s in sorted(changes.parked) if s >= LOCAL_SEQ_BASE]
             if new_parked:  # in arrival order: the identity column numbers the COPY rows in that order
@@ -380,7 +380,7 @@ class Loaded:
             _int_array(book.counts),
             _int_array(book.minutes),
             book.version,
-            None if book.last_tally is None else json.dumps(book.last_tally),
+            None if book.last_tally is None else dumps_text(book.last_tally),
         )
 
     def _path_update(self, path: Path) -> dict[str, Any]:
@@ -482,7 +482,7 @@ def _program_row(p: Program) -> tuple[Any, ...]:
         p.auto_confirm_window,
         p.authorized_hours,
         p.created_at,
-        json.dumps([u.to_json() for u in p.updates]),
+        dumps_text([u.to_json() for u in p.updates]),
     )
 
 
@@ -498,5 +498,5 @@ def _parked_row(item: ParkedEvent) -> tuple[Any, ...]:
         src.offset,
         src.key,
         src.value,
-        json.dumps(headers),
+        dumps_text(headers),
     )

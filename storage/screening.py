@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from domain import events as E
 from domain import reasons as R
 from storage import messages as M
+from storage.codec import dumps_text
 
 CACHE_SIZE = 200_000
 Decoded = tuple[M.SourceRecord, str | None, Any]
@@ -151,6 +152,4 @@ async def _select_owners(conn: AsyncConnection, keys: set[tuple[str, str]]) -> d
 
 
 def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value)
+    return dumps_text(value)

@@ -64,13 +64,39 @@ def run(args: argparse.Namespace) -> int:
                 _feed(replay, fh, progress)
     except OSError as exc:
         return _fail(f"cannot read {args.events}: {exc.strerror or exc}")
-    document = replay.document(at)
-    out = sys.stdout
-    # json.dumps uses the C encoder (json.dump to a stream does not)
-    out.write(json.dumps(document, indent=2 if args.pretty else None, separators=None if args.pretty else (",", ":")))
-    out.write("\n")
-    out.flush()
+    if args.pretty:
+        sys.stdout.write(json.dumps(replay.document(at), indent=2) + "\n")
+        sys.stdout.flush()
+    else:
+        write_document(replay, at, sys.stdout.buffer)
     return 0
+
+
+def write_document(replay: Any, at: int, out: BinaryIO) -> None:
+    """The compact document, streamed section by section, each item encoded by orjson: the output of a
+    million events is written without ever holding it (or all its dicts) in memory at once."""
+    import orjson
+
+    tallies, meetings, rejected = replay.sections(at)
+    dumps = orjson.dumps
+    out.write(b'{"tallies":' + dumps(tallies) + b',"meetings":[')
+    _write_items(out, meetings, dumps)
+    out.write(b'],"rejected":[')
+    _write_items(out, rejected, dumps)
+    out.write(b"]}\n")
+    out.flush()
+
+
+def _write_items(out: BinaryIO, items: Any, dumps: Any, chunk: int = 2048) -> None:
+    buffer: list[bytes] = []
+    first = True
+    for item in items:
+        buffer.append(dumps(item))
+        if len(buffer) >= chunk:
+            out.write((b"" if first else b",") + b",".join(buffer))
+            first, buffer = False, []
+    if buffer:
+        out.write((b"" if first else b",") + b",".join(buffer))
 
 
 def _feed(replay: Any, fh: BinaryIO, progress: bool) -> None:
