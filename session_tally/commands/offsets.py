@@ -193,9 +193,13 @@ async def _group_members(settings: Any) -> int:
     admin = AIOKafkaAdminClient(**kafka_options(settings.kafka))
     await admin.start()
     try:
-        groups = [settings.group_id, f"{settings.group_id}.admin"]
-        described = await admin.describe_consumer_groups(groups)
-        return sum(len(g["members"]) for d in described for g in d.to_object()["groups"])
+        members = 0
+        # one group per request: aiokafka mis-parses a DescribeGroups response for two groups (the second
+        # comes back garbled; with live members the command failed with "connection closed")
+        for group in (settings.group_id, f"{settings.group_id}.admin"):
+            described = await admin.describe_consumer_groups([group])
+            members += sum(len(g["members"]) for d in described for g in d.to_object()["groups"])
+        return members
     finally:
         await admin.close()
 
