@@ -6,6 +6,7 @@ Invariants:
   read, so reading changes nothing anywhere;
 - one input rejected twice (its rejection re-published by a relay after a crash) is one rejection: the
   first message per source record (topic, partition, offset) is kept;
+- a message is parsed unless its bytes prove it cannot match (:meth:`Filter.quick_test`);
 - a message that is not a rejection (not JSON, no ``reason`` or ``source``) is counted, never fatal;
 - the original key, value and headers come back byte for byte from their text or base64 forms; a form
   that was cut (``*_truncated``) or removed (``original_removed``) is not the original and says so.
@@ -31,6 +32,7 @@ class Rejection:
     partition: int
     offset: int
     doc: dict[str, Any]
+    raw: bytes = b""  # the message's bytes as on the topic
 
     @property
     def reason(self) -> str:
@@ -129,6 +131,24 @@ class Filter:
                 return False
         return True
 
+    def quick_test(self) -> Callable[[bytes | None], bool]:
+        """A test on a message's bytes that is False only when they prove it does not match, so that most
+        messages need not be parsed. It relies on the compact JSON session-tally writes (``"reason":"..."``
+        at the top level; the original inside is an escaped string, which never holds ``":"``): a
+        message without that form is always parsed."""
+        marks = [
+            (b'"reason":"', [b'"reason":"' + r.encode() + b'"' for r in self.reasons]),
+            (b'"event_id":"', [b'"event_id":' + json.dumps(e, ensure_ascii=False).encode() for e in self.event_ids]),
+        ]
+        marks = [(form, wanted) for form, wanted in marks if wanted]
+
+        def may_match(value: bytes | None) -> bool:
+            if value is None:
+                return True
+            return all(form not in value or any(w in value for w in wanted) for form, wanted in marks)
+
+        return may_match
+
     def describe(self) -> dict[str, Any]:
         """The filter as JSON (for the audit row of a redrive)."""
         return {
@@ -144,8 +164,8 @@ class Filter:
 class ReadStats:
     read: int = 0  # messages read
     total: int = 0  # messages on the topic when the read started
-    unreadable: int = 0  # messages that are not rejections
-    repeated: int = 0  # re-publications of a rejection already read
+    unreadable: int = 0  # messages that are not rejections (among those parsed)
+    repeated: int = 0  # re-publications of a matching rejection already read
     matched: int = 0
     unreadable_at: list[str] = field(default_factory=list)  # partition@offset of the first few
 
@@ -158,8 +178,9 @@ async def scan(
     progress: Callable[[ReadStats], None] | None = None,
     timeout_s: float = 300.0,
 ) -> AsyncIterator[Rejection]:
-    """The rejections of ``topic`` that ``wanted`` takes, partition by partition in offset order, up to
-    the end offsets at the start; ``progress(stats)`` about once a second."""
+    """The rejections of ``topic`` that ``wanted`` takes, up to the end offsets at the start (every
+    partition fetched at once: in offset order per partition, partitions interleaved; callers sort);
+    ``progress(stats)`` about once a second."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from consumers.tolerant_records import install
@@ -167,31 +188,38 @@ async def scan(
 
     install()  # records whose header keys are not UTF-8 are read too
     partitions = await topic_partitions(kafka, topic, 30.0)
-    consumer = AIOKafkaConsumer(**kafka_options(kafka), enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        **kafka_options(kafka),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
     await consumer.start()
-    seen: set[tuple[str, int, int]] = set()
+    seen: set[tuple[str, int, int]] = set()  # among matches: a repeat matches when its first did
+    may_match = wanted.quick_test()
     try:
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         start = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
         stats.total = sum(end[tp] - start[tp] for tp in tps)
+        remaining = {tp for tp in tps if end[tp] > start[tp]}
+        for tp in remaining:
+            consumer.seek(tp, start[tp])
         last = time.monotonic()
         deadline = last + timeout_s
-        for tp in tps:  # one partition at a time: messages come out in offset order
-            if end[tp] <= start[tp]:
-                continue
-            consumer.pause(*[t for t in tps if t != tp])
-            consumer.resume(tp)
-            consumer.seek(tp, start[tp])
-            while await consumer.position(tp) < end[tp]:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"reading {topic} took longer than {timeout_s:.0f}s")
-                batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
-                for record in batch.get(tp, []):
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} took longer than {timeout_s:.0f}s")
+            batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=10_000)
+            for tp, records in batch.items():
+                for record in records:
                     if record.offset >= end[tp]:
                         break
                     stats.read += 1
+                    if not may_match(record.value):
+                        continue
                     rejection = _parse(record)
                     if rejection is None:
                         stats.unreadable += 1
@@ -205,9 +233,13 @@ async def scan(
                     if wanted.matches(rejection):
                         stats.matched += 1
                         yield rejection
-                if progress is not None and time.monotonic() - last >= 1.0:
-                    last = time.monotonic()
-                    progress(stats)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+                    consumer.pause(tp)
+            if progress is not None and time.monotonic() - last >= 1.0:
+                last = time.monotonic()
+                progress(stats)
     finally:
         await consumer.stop()
 
@@ -219,4 +251,4 @@ def _parse(record: Any) -> Rejection | None:
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("reason"), str) or not isinstance(doc.get("source"), dict):
         return None
-    return Rejection(record.partition, record.offset, doc)
+    return Rejection(record.partition, record.offset, doc, record.value)

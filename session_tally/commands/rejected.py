@@ -73,7 +73,8 @@ def instant_arg(text: str) -> int:
 def _filter_arguments(p: argparse.ArgumentParser) -> None:
     from domain.reasons import ALL
 
-    p.add_argument("--reason", action="append", default=[], choices=ALL, metavar="REASON", help="e.g. unknown_program (repeatable)")
+    reason_help = "e.g. unknown_program (repeatable)"
+    p.add_argument("--reason", action="append", default=[], choices=ALL, metavar="REASON", help=reason_help)
     p.add_argument("--since", type=instant_arg, metavar="T", help="rejected at or after T")
     p.add_argument("--until", type=instant_arg, metavar="T", help="rejected before T")
     p.add_argument("--topic", action="append", default=[], help="the input topic: full name, 'admin' or 'path'")
@@ -163,9 +164,12 @@ async def _list(settings: Any, wanted: Any, args: argparse.Namespace) -> int:
     if args.limit is not None:
         found = found[-args.limit :] if args.limit > 0 else []
     out = sys.stdout
-    if args.json:
-        for r in found:
-            out.write(json.dumps(r.doc, ensure_ascii=False) + "\n")
+    if args.json:  # the messages as they are on the topic
+        out.flush()
+        for r in found:  # one per line: a message written on several lines is written again on one
+            one = r.raw if b"\n" not in r.raw else json.dumps(r.doc, ensure_ascii=False).encode()
+            sys.stdout.buffer.write(one + b"\n")
+        sys.stdout.buffer.flush()
         return 0
     if args.original:
         out.flush()

@@ -121,3 +121,35 @@ def test_filters() -> None:
     assert Filter(since_us=at, until_us=at + 1).matches(r)
     assert not Filter(until_us=at).matches(r)  # until is exclusive
     assert not Filter(since_us=at + 1).matches(r)
+
+
+def test_the_quick_test_never_drops_a_match_and_skips_the_clear_misses() -> None:
+    """The bytes test of the reader agrees with the full filter on messages session-tally writes, also
+    when the original, the key or the detail hold what the test looks for."""
+    from storage.messages import SourceRecord, rejected_row
+
+    tricky = b'{"reason":"forbidden","event_id":"ev-1","x":"\\"reason\\":\\"forbidden\\""}'
+    rows = []
+    for i, (reason, event_id, value) in enumerate(
+        [
+            ("unknown_program", "ev-1", tricky),
+            ("forbidden", "ev-10", b'{"event_id": "ev-10"}'),
+            ("invalid_json", None, b'"reason":"unknown_program" not json'),
+            ("schema_violation", "ev-1", b"\xff\xfe"),
+        ]
+    ):
+        src = SourceRecord(PATH, 0, i, b'"reason":"forbidden"', value, (("h", b'"event_id":"ev-10"'),))
+        rows.append(rejected_row(src, event_id, reason, f'detail "reason":"forbidden" {i}', 0).value)
+    filters = [
+        Filter(reasons=frozenset({"forbidden"})),
+        Filter(reasons=frozenset({"unknown_program", "invalid_json"})),
+        Filter(event_ids=frozenset({"ev-1"})),
+        Filter(event_ids=frozenset({"ev-10"}), reasons=frozenset({"forbidden"})),
+    ]
+    for wanted in filters:
+        quick = wanted.quick_test()
+        full = [wanted.matches(Rejection(0, i, json.loads(v))) for i, v in enumerate(rows)]
+        fast = [quick(v) for v in rows]
+        assert all(q for q, f in zip(fast, full, strict=True) if f), (wanted, fast, full)  # no match dropped
+        assert fast.count(False) >= 1, (wanted, fast)  # and clear misses are not parsed
+    assert Filter().quick_test()(rows[0]) and Filter(reasons=frozenset({"x"})).quick_test()(b'{"reason": "x"}')
