@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, BinaryIO, Protocol
 
 from producers.kafka_access import KafkaTarget, kafka_options
@@ -129,29 +129,41 @@ class Publisher:
         finally:
             await self._producer.stop()
 
-    async def send(self, kind: TopicKind, key: bytes | None, value: bytes, line: int | None) -> None:
+    async def send(
+        self,
+        kind: TopicKind,
+        key: bytes | None,
+        value: bytes,
+        line: int | None,
+        headers: Sequence[tuple[str, bytes | None]] = (),
+    ) -> asyncio.Future[Any] | None:
+        """Queue one message (``headers`` before the line header); returns its delivery future (its
+        RecordMetadata once acknowledged), or None when the producer refused it at once (counted)."""
         from aiokafka.errors import KafkaError
 
         topic = self.names[kind]
         if kind == "path" and self._admin_unacked:
             await self._admin_acknowledged()
-        headers = [(LINE_HEADER, str(line).encode())] if line is not None else None
+        all_headers = [*headers, *([(LINE_HEADER, str(line).encode())] if line is not None else [])]
         partition = None
         if key is not None:
             partition = self._partitions.get((topic, key))
             if partition is None:
                 partition = self._partition(topic, key)
         try:
-            future = await self._producer.send(topic, value, key=key, partition=partition, headers=headers)
+            future: asyncio.Future[Any] = await self._producer.send(
+                topic, value, key=key, partition=partition, headers=all_headers or None
+            )
         except KafkaError as exc:  # e.g. a message larger than the producer's max_request_size
             self._fail(exc)
-            return
+            return None
         self._pending.append((topic, future))
         if kind == "admin":
             self._admin_unacked.append(future)
         self.sent += 1
         if len(self._pending) >= CHUNK:
             await self.flush()
+        return future
 
     async def _admin_acknowledged(self) -> None:
         """Wait until every admin message sent so far is acknowledged (or failed: counted by flush)."""

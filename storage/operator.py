@@ -71,3 +71,21 @@ async def audit_rows(engine: AsyncEngine, limit: int = 50) -> list[dict[str, Any
             }
             for r in rows
         ]
+
+
+REDRIVE = "rejected redrive"  # the operator_audit action of `session-tally rejected redrive`
+
+
+async def redriven(engine: AsyncEngine) -> dict[tuple[str, int, int], dict[str, Any]]:
+    """Every rejection re-driven so far, by the input record it rejected (topic, partition, offset): the
+    record written in its ``operator_audit`` row (old and new event id, where it went) and when."""
+    a = T.operator_audit
+    out: dict[tuple[str, int, int], dict[str, Any]] = {}
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(a.c.detail, a.c.recorded_at).where(a.c.action == REDRIVE).order_by(a.c.id))
+        for r in rows:
+            detail = r.detail if isinstance(r.detail, dict) else json.loads(r.detail)
+            for item in detail.get("records", []):
+                src = item["source"]
+                out[(src["topic"], src["partition"], src["offset"])] = {**item, "recorded_at": r.recorded_at}
+    return out

@@ -1,4 +1,5 @@
-"""Read-only queries for the web app: organizations, program settings and the admin-only audit.
+"""Read-only queries for the web app and `session-tally audit`: organizations, program settings and the
+admin-only audit.
 
 Nothing here writes or decides anything: rows are mapped to plain values (programs to
 :class:`domain.model.Program`, whose own methods say which setting is in force when). The pipeline is the
@@ -8,6 +9,7 @@ only writer of these tables; a reader may see a batch's effects only once its tr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -33,6 +35,7 @@ class AuditRow:
     text: str | None
     outcome: str | None
     authorized_hours: Decimal | None
+    recorded_at: datetime | None = None  # when the pipeline stored it (database time)
 
 
 def program_from_row(r: Any) -> Program:
@@ -82,6 +85,13 @@ async def program_paths(engine: AsyncEngine, program_id: str) -> list[str]:
         return sorted(r.path_id for r in rows)
 
 
+async def path_program(engine: AsyncEngine, path_id: str) -> str | None:
+    """The program a path is registered to (None: no such path)."""
+    async with engine.connect() as conn:
+        found: str | None = await conn.scalar(select(T.paths.c.program_id).where(T.paths.c.path_id == path_id))
+        return found
+
+
 async def audit(engine: AsyncEngine, path_ids: list[str], limit: int = 500) -> list[AuditRow]:
     """The admin-only texts of these paths, newest first (by event time, then by recording order)."""
     if not path_ids:
@@ -107,6 +117,7 @@ async def audit(engine: AsyncEngine, path_ids: list[str], limit: int = 500) -> l
             text=r.text,
             outcome=r.outcome,
             authorized_hours=r.authorized_hours,
+            recorded_at=r.recorded_at,
         )
         for r in rows
     ]

@@ -186,9 +186,10 @@ class Loaded:
     def program_of(self, path: Path) -> Program:
         return self.state.programs[path.program_id]
 
-    def refresh(self, now: int, meeting_ids: set[str], path_ids: set[str]) -> None:
+    def refresh(self, now: int, meeting_ids: set[str], path_ids: set[str], again: frozenset[str] = frozenset()) -> None:
         """Re-evaluate these meetings at ``now``; publish changed statuses and changed tallies of these
-        paths and of the paths whose counters moved."""
+        paths and of the paths whose counters moved. The tallies of the paths in ``again`` are published
+        even when unchanged (``session-tally tallies republish``): a new version, the same content."""
         state = self.state
         dirty_paths = set(path_ids)
         for meeting_id in sorted(meeting_ids):
@@ -227,7 +228,7 @@ class Loaded:
             self.paths_refreshed.add(path_id)
             doc = tally(path, program, book.counts, book.minutes, now, 0)
             content = publication.tally_content(doc)
-            if content == book.last_tally:
+            if content == book.last_tally and path_id not in again:
                 continue
             book.version += 1
             book.last_tally = content

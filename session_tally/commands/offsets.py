@@ -79,10 +79,9 @@ def _operator(args: argparse.Namespace) -> str:
 
 async def _engine(settings: Any) -> Any:
     """The database, migrated first (idempotent; the same as a worker does at start-up)."""
-    from storage.db import async_engine, upgrade
+    from session_tally.commands.common import migrated_engine
 
-    await asyncio.to_thread(upgrade, settings.database_url, settings.db_schema)
-    return async_engine(settings.database_url, settings.db_schema, pool_size=1)
+    return await migrated_engine(settings)
 
 
 async def _ends(settings: Any, topics: tuple[str, ...]) -> dict[tuple[str, int], int]:
