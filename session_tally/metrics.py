@@ -19,6 +19,9 @@ Invariants:
 
 from __future__ import annotations
 
+import bisect
+import collections
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -171,9 +174,25 @@ class Metrics:
         self._get(name, labels).observe(value)
 
     def observe_many(self, name: str, values: Iterable[float], **labels: str) -> None:
-        observe = self._get(name, labels).observe
-        for value in values:
-            observe(value)
+        """``observe`` each value, in bulk: one bisection per value and one increment per bucket (a batch's
+        records observed one by one cost ~10 µs each). Falls back to ``observe`` should prometheus_client's
+        histogram internals (``_upper_bounds``, ``_buckets``, ``_sum``) ever change; a unit test compares
+        both ways."""
+        histogram = self._get(name, labels)
+        bounds = getattr(histogram, "_upper_bounds", None)
+        buckets = getattr(histogram, "_buckets", None)
+        total = getattr(histogram, "_sum", None)
+        if not isinstance(bounds, list) or not isinstance(buckets, list) or total is None or not bounds:
+            for value in values:
+                histogram.observe(value)
+            return
+        values = [float(v) for v in values]
+        if not values:
+            return
+        last = len(bounds) - 1  # +Inf
+        for index, n in collections.Counter(min(bisect.bisect_left(bounds, v), last) for v in values).items():
+            buckets[index].inc(n)
+        total.inc(math.fsum(values))
 
     def replace(self, name: str, series: Mapping[tuple[str, ...], float]) -> None:
         """Set a labelled gauge to exactly these series (label values in declared order): the others go

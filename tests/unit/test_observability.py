@@ -55,6 +55,18 @@ def test_exposition_is_typed_escapes_label_values_and_has_process_metrics() -> N
     assert "session_tally_events_created" not in fams and "session_tally_events" in fams
 
 
+def test_observe_many_equals_observing_one_by_one() -> None:
+    values = [0.0, 0.005, 0.0051, 0.3, 2.5, 59.9, 60.0, 7 * 3600.0, 1e9]
+    bulk, single = Metrics(process_metrics=False), Metrics(process_metrics=False)
+    bulk.observe_many("session_tally_event_commit_latency_seconds", values, topic="t")
+    bulk.observe_many("session_tally_event_commit_latency_seconds", [], topic="t")
+    for v in values:
+        single.observe("session_tally_event_commit_latency_seconds", v, topic="t")
+    name = "session_tally_event_commit_latency_seconds"
+    assert families(bulk)[name].samples == families(single)[name].samples
+    assert value(families(bulk), "session_tally_event_commit_latency_seconds_bucket", topic="t", le="0.005") == 2
+
+
 def test_an_undeclared_name_is_an_error() -> None:
     with pytest.raises(KeyError):
         Metrics(process_metrics=False).inc("session_tally_no_such_thing_total")
