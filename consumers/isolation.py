@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from consumers.log_context import record_fields
 from domain import reasons as R
 from storage.db import is_driver_connection_error, sqlstate_of
 from storage.messages import SourceRecord
@@ -68,7 +69,13 @@ async def apply_isolating(uow: UnitOfWork, batch: Sequence[SourceRecord], accept
         if is_outage(exc):
             raise
         if len(batch) == 1:
-            log.error("record %s:%d@%d cannot be processed (%s): rejected", *_where(batch[0]), describe(exc))
+            record = batch[0]
+            log.error(
+                "record %s:%d@%d cannot be processed (%s): rejected",
+                *_where(record),
+                describe(exc),
+                extra=record_fields(record, _event_id(record)),
+            )
             return await uow.reject_records(batch, R.SCHEMA_VIOLATION, f"could not be processed ({describe(exc)})")
         log.warning("batch of %d records failed (%s); retrying it in halves", len(batch), describe(exc))
     middle = len(batch) // 2
@@ -81,11 +88,22 @@ def _where(record: SourceRecord) -> tuple[str, int, int]:
     return record.topic, record.partition, record.offset
 
 
+def _event_id(record: SourceRecord) -> str | None:
+    """The record's event id when it can be read (for the log; the record failed once already)."""
+    from domain.engine import decode
+
+    try:
+        return decode(record.value)[0]
+    except Exception:
+        return None
+
+
 def merge(a: Report, b: Report) -> Report:
     out = Report()
     for name in ("records", "redelivered", "status_changes", "tallies", "outbox_rows"):
         setattr(out, name, getattr(a, name) + getattr(b, name))
     out.attempts = max(a.attempts, b.attempts) + 1
     out.outcomes = a.outcomes + b.outcomes
+    out.reasons = a.reasons + b.reasons
     out.misrouted = a.misrouted + b.misrouted
     return out

@@ -15,6 +15,10 @@ Acknowledgement (see docs/adr/0001-exactly-once-effects.md):
   rebalance;
 - a custom parser leaves headers undecoded (FastStream's default parser decodes them as UTF-8 and would
   raise before the handler runs on one that is not, and loop on the batch for ever).
+
+Observability: each log line written while a batch is handled carries the batch's topic, partition and
+offsets (consumers/log_context.py); ``loop_problem`` and ``joined`` tell the health monitor whether the
+loop turns and whether the group join completed (/livez, /readyz).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 from consumers.barrier import AdminBarrier, BarrierTimeout
 from consumers.isolation import apply_isolating, describe
+from consumers.log_context import batch_context
 from storage.messages import SourceRecord
 from storage.unit_of_work import OffsetGap, Report, UnitOfWork
 
@@ -55,6 +60,9 @@ class InputSubscriber:
         self.batch_timeout_ms = batch_timeout_ms
         self.in_flight = asyncio.Lock()
         self.last_batch_at = time.monotonic()
+        self.last_handle_at = time.monotonic()  # when the handler was last entered
+        self.handling_since: float | None = None  # when the handler in progress was entered
+        self.joined = False  # a group join completed (partitions assigned, maybe none) since the last revocation
         self.batches = 0
         self._gap: dict[tuple[str, int], int] | None = None  # the last gap we went back for
         self.subscriber: Any = None  # FastStream's subscriber (its .consumer once started)
@@ -65,6 +73,26 @@ class InputSubscriber:
     def consumer(self) -> Any:
         """The aiokafka consumer (None before the broker started)."""
         return None if self.subscriber is None else self.subscriber.consumer
+
+    def assigned(self) -> set[tuple[str, int]]:
+        """The (topic, partition)s this consumer owns now."""
+        consumer = self.consumer
+        return set() if consumer is None else {(tp.topic, tp.partition) for tp in consumer.assignment()}
+
+    def loop_problem(self, stall_s: float, records_waiting: bool) -> str | None:
+        """Why this consumer loop does not make progress (None: it does): its poll task ended, one call of
+        the handler has lasted longer than ``stall_s``, or records wait (``records_waiting``) and no batch
+        reached the handler for ``stall_s``. Every wait inside the handler is bounded (the barrier, the
+        back-off after a failure), so an outage never makes the handler last that long."""
+        now = time.monotonic()
+        tasks = getattr(self.subscriber, "tasks", None)
+        if self.consumer is not None and isinstance(tasks, list) and tasks and all(t.done() for t in tasks):
+            return "the poll loop ended"
+        if self.handling_since is not None and now - self.handling_since > stall_s:
+            return f"one batch in the handler for {now - self.handling_since:.0f} s"
+        if records_waiting and self.handling_since is None and now - self.last_handle_at > stall_s:
+            return f"records waiting and no batch handled for {now - self.last_handle_at:.0f} s"
+        return None
 
     async def seek_to_applied(self, assigned: Any) -> None:
         """Start newly assigned partitions at the offsets PostgreSQL applied (the truth), not at Kafka's
@@ -104,12 +132,14 @@ class InputSubscriber:
             """On revocation, wait for the batch in flight to commit (or fail) before rejoining."""
 
             async def on_partitions_revoked(self, revoked: Any) -> None:
+                subscriber_self.joined = False
                 async with subscriber_self.in_flight:
                     pass
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
-                log.info("assigned %d partitions", len(assigned))
+                log.info("assigned %d partitions", len(assigned), extra={"group_id": group_id})
                 await subscriber_self.seek_to_applied(assigned)
+                subscriber_self.joined = True
 
         subscriber = broker.subscriber(
             *topics,
@@ -144,6 +174,14 @@ class InputSubscriber:
             SourceRecord(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
             for r in records
         ]
+        self.last_handle_at = self.handling_since = time.monotonic()
+        try:
+            with batch_context(batch):
+                await self._handle(msg, batch)
+        finally:
+            self.handling_since = None
+
+    async def _handle(self, msg: Any, batch: list[SourceRecord]) -> None:
         if self.barrier is not None and not await self._wait_for_admin(msg):
             return
         async with self.in_flight:
@@ -179,16 +217,30 @@ class InputSubscriber:
         if report.misrouted:
             self._report_misrouted(report)
         if self.metrics is not None:
-            m = self.metrics
-            m.inc("session_tally_batches_total")
-            m.inc("session_tally_batch_seconds_total", time.perf_counter() - started)
-            m.inc("session_tally_records_total", report.records)
-            m.inc("session_tally_redelivered_records_total", report.redelivered)
-            for kind, n in report.outcomes.items():
-                m.inc("session_tally_events_total", n, outcome=kind)
-            m.inc("session_tally_status_changes_total", report.status_changes)
-            m.inc("session_tally_tallies_total", report.tallies)
-            m.inc("session_tally_transaction_retries_total", report.attempts - 1)
+            self._count(report, batch, time.perf_counter() - started)
+
+    def _count(self, report: Report, batch: list[SourceRecord], seconds: float) -> None:
+        """The metrics of a committed batch. Event -> commit latency is observed per record (Kafka's
+        record timestamp to now, the wall clock even under a frozen clock; records without a timestamp
+        are left out)."""
+        m = self.metrics
+        topic = batch[0].topic
+        now_ms = time.time() * 1000
+        m.observe("session_tally_batch_duration_seconds", seconds, topic=topic)
+        stamps = [r.timestamp_ms for r in batch if r.timestamp_ms is not None and r.timestamp_ms >= 0]
+        m.observe_many(
+            "session_tally_event_commit_latency_seconds", [max(0.0, now_ms - t) / 1000 for t in stamps], topic=topic
+        )
+        m.inc("session_tally_batches_total")
+        m.inc("session_tally_records_total", report.records)
+        m.inc("session_tally_redelivered_records_total", report.redelivered)
+        for kind, n in report.outcomes.items():
+            m.inc("session_tally_events_total", n, outcome=kind)
+        for reason, n in report.reasons.items():
+            m.inc("session_tally_rejected_total", n, reason=reason)
+        m.inc("session_tally_status_changes_total", report.status_changes)
+        m.inc("session_tally_tallies_total", report.tallies)
+        m.inc("session_tally_transaction_retries_total", report.attempts - 1)
 
     def _report_misrouted(self, report: Report) -> None:
         for m in report.misrouted:
@@ -206,6 +258,14 @@ class InputSubscriber:
                 m.owner,
                 m.partition,
                 m.partition,
+                extra={
+                    "event_id": m.event_id,
+                    "topic": m.topic,
+                    "partition": m.partition,
+                    "offset": m.offset,
+                    "key": m.key,
+                    "owner_partition": m.owner,
+                },
             )
 
     async def _wait_for_admin(self, msg: Any) -> bool:

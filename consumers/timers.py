@@ -117,8 +117,11 @@ class WaitingJanitor:
             released = await self.uow.release_ready()
             if expired.outbox_rows or released.outbox_rows:
                 self.on_published()
-            if self.metrics is not None and expired.outcomes:
-                self.metrics.inc("session_tally_waiting_expired_total", sum(expired.outcomes.values()))
+            if self.metrics is not None:
+                if expired.outcomes:
+                    self.metrics.inc("session_tally_waiting_expired_total", sum(expired.outcomes.values()))
+                for reason, n in (expired.reasons + released.reasons).items():
+                    self.metrics.inc("session_tally_rejected_total", n, reason=reason)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -12,6 +12,10 @@ Invariants:
   producer with sequence numbers the broker no longer expects for that partition: every later batch there
   would fail ``OutOfOrderSequenceNumber``. After such a refusal the producer is replaced (a new producer
   id starts its sequences afresh) and out-of-order rows are sent again, never dead-lettered.
+
+Metrics: messages published per output topic, the duration of each round that published something, and
+per message the commit -> publish latency (the row's age when read, by PostgreSQL's clock, plus the time
+from the read to Kafka's acknowledgement, by this process's monotonic clock).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -109,6 +114,7 @@ class Relay:
         """One round: claim every lane that has rows and no other relay, publish up to ROWS_PER_ROUND of
         their rows in id order (one Kafka round trip for all), delete what Kafka acknowledged; returns
         how many rows left the outbox (or were replaced)."""
+        started = time.monotonic()
         if self._refused:
             await self._replace_producer()
         async with self.engine.begin() as conn:
@@ -118,7 +124,9 @@ class Relay:
             rows = await outbox.read_rows(conn, lanes, ROWS_PER_ROUND)
             if not rows:
                 return 0
+            read_at = time.monotonic()
             done, dead, replaced = sort_outcomes(rows, await self._send_all(rows))
+            acked_s = time.monotonic() - read_at
             await outbox.delete_rows(conn, done + [r.id for r, _ in dead])
             for row, error in dead:
                 log.error("outbox row %d (%s) cannot be published (%s): moved to outbox_dead", row.id, row.topic, error)
@@ -128,12 +136,23 @@ class Relay:
         published = len(done)
         self.published += published
         if self.metrics is not None:
-            self.metrics.inc("session_tally_published_messages_total", published)
-            if dead:
-                self.metrics.inc("session_tally_relay_dead_rows_total", len(dead))
+            self._count(rows, set(done), len(dead), acked_s, time.monotonic() - started)
         if published:
             self.last_published_at = time.monotonic()
         return published + len(dead) + len(replaced)
+
+    def _count(self, rows: list[Any], done: set[int], dead: int, acked_s: float, round_s: float) -> None:
+        m = self.metrics
+        published = [r for r in rows if r.id in done]
+        for topic, n in Counter(self.topics[r.topic] for r in published).items():
+            m.inc("session_tally_published_messages_total", n, topic=topic)
+        m.observe_many(
+            "session_tally_commit_publish_latency_seconds",
+            [float(r.age_s or 0.0) + acked_s for r in published if getattr(r, "age_s", None) is not None],
+        )
+        if dead:
+            m.inc("session_tally_relay_dead_rows_total", dead)
+        m.observe("session_tally_relay_round_seconds", round_s)
 
     async def drain(self, timeout_s: float) -> None:
         """Publish what is in the outbox until it is empty or ``timeout_s`` passed (at shutdown)."""

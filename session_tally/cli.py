@@ -87,13 +87,14 @@ def _unreachable_service(exc: BaseException) -> str | None:
 
     from producers.kafka_errors import kafka_problem
     from session_tally.config import SettingsError
+    from session_tally.endpoint import EndpointError
     from session_tally.topics import TopicsError
 
     hint = "start the services (`make up`, then `. .services/env`) or set KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL"
     if isinstance(exc, OperationalError):
         first = str(exc.orig or exc).strip().splitlines()[0]
         return f"cannot reach PostgreSQL: {first}; {hint}"
-    if isinstance(exc, SettingsError | TopicsError):
+    if isinstance(exc, SettingsError | TopicsError | EndpointError):
         return str(exc)
     return kafka_problem(exc)
 

@@ -12,8 +12,18 @@ applied) and the age of the oldest outbox row, and keeps the verdicts:
 - ``producers``: the relay, clock and janitor loops run.
 
 A probe served from a round older than ``3 * every_s + round_timeout_s`` fails every check: the
-monitor itself is stuck (a blocked event loop). Lag per partition, stuck partitions and the outbox age
-are metrics too.
+monitor itself is stuck (a blocked event loop). Lag per partition, stuck partitions, assigned partitions,
+the outbox age and each check are metrics too.
+
+Two narrower verdicts serve the orchestrator's probes (docs/observability.md):
+
+- :meth:`HealthMonitor.liveness` (``/livez``): the rounds are fresh and every consumer loop makes
+  progress (its poll task runs; no batch has been in the handler for longer than ``stall_s``; a partition
+  with records waiting saw a batch handled within ``stall_s``). PostgreSQL or Kafka being away never
+  fails it: every wait on them is bounded, so the loops keep turning while they are away.
+- :meth:`HealthMonitor.readiness` (``/readyz``): the last fresh round reached PostgreSQL and Kafka and
+  every consumer has completed a group join (its assignment may be empty: a group with more members
+  than partitions leaves some idle, which is a ready state, not a failure).
 """
 
 from __future__ import annotations
@@ -21,12 +31,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 log = logging.getLogger("session_tally.health")
 
 STALL_S = 120.0
+
+
+class ConsumerLoop(Protocol):
+    """What the monitor asks of a consumer (consumers.subscriber.InputSubscriber)."""
+
+    joined: bool  # a group join completed since the last revocation
+
+    def assigned(self) -> set[tuple[str, int]]: ...
+
+    def loop_problem(self, stall_s: float, records_waiting: bool) -> str | None: ...
 
 
 class HealthMonitor:
@@ -37,7 +57,7 @@ class HealthMonitor:
         ping_kafka: Callable[[], Awaitable[bool]],
         end_offsets: Callable[[str], Awaitable[dict[int, int]]],
         applied_offsets: Callable[[tuple[str, ...]], Awaitable[dict[tuple[str, int], int]]],
-        assignments: Callable[[], set[tuple[str, int]]],
+        consumers: Mapping[str, ConsumerLoop],
         producers_alive: Callable[[], bool],
         details: Callable[[], dict[str, Any]],
         metrics: Any = None,
@@ -46,12 +66,13 @@ class HealthMonitor:
         round_timeout_s: float = 5.0,
     ) -> None:
         """``ping_postgres`` returns the age in seconds of the oldest outbox row (None: the outbox is
-        empty); ``assignments`` the (topic, partition)s this worker's consumers own now."""
+        empty); ``consumers`` are this worker's consumer loops by name (their assignments are the
+        partitions it owns)."""
         self.ping_postgres = ping_postgres
         self.ping_kafka = ping_kafka
         self.end_offsets = end_offsets
         self.applied_offsets = applied_offsets
-        self.assignments = assignments
+        self.consumers = dict(consumers)
         self.producers_alive = producers_alive
         self.details = details
         self.metrics = metrics
@@ -64,6 +85,7 @@ class HealthMonitor:
         self.lag: dict[tuple[str, int], int] = {}
         self.stuck: list[tuple[str, int]] = []
         self.checked_at: float | None = None
+        self.lag_at: float | None = None  # when ``lag`` was last measured
         self._moved: dict[tuple[str, int], tuple[int, float]] = {}  # partition -> (applied, since)
         self._stop = asyncio.Event()
 
@@ -102,11 +124,17 @@ class HealthMonitor:
         except Exception:
             return False
 
+    def assignments(self) -> set[tuple[str, int]]:
+        out: set[tuple[str, int]] = set()
+        for consumer in self.consumers.values():
+            out |= consumer.assigned()
+        return out
+
     async def _measure_lag(self) -> None:
         owned = self.assignments()
         topics = tuple(sorted({t for t, _ in owned}))
         if not topics:
-            self.lag, self.stuck = {}, []
+            self.lag, self.stuck, self.lag_at = {}, [], time.monotonic()
             return
         ends: dict[tuple[str, int], int] = {}
         for topic in topics:
@@ -131,22 +159,59 @@ class HealthMonitor:
                 self.stall_s,
                 ", ".join(f"{t}:{p} (lag {lag[(t, p)]})" for t, p in stuck),
             )
-        self.lag, self.stuck = lag, stuck
+        self.lag, self.stuck, self.lag_at = lag, stuck, now
 
     def _gauges(self) -> None:
         m = self.metrics
         if m is None:
             return
-        for (topic, partition), value in self.lag.items():
-            m.set("session_tally_consumer_lag", value, topic=topic, partition=str(partition))
+        m.replace("session_tally_consumer_lag", {(t, str(p)): v for (t, p), v in self.lag.items()})
+        per_topic: dict[str, int] = {}
+        for topic, _p in self.assignments():
+            per_topic[topic] = per_topic.get(topic, 0) + 1
+        m.replace("session_tally_assigned_partitions", {(t,): n for t, n in per_topic.items()})
         m.set("session_tally_stuck_partitions", len(self.stuck))
         m.set("session_tally_outbox_oldest_seconds", self.outbox_age_s or 0.0)
+        for name, ok in self.verdict()[0].items():
+            m.set("session_tally_health_check", 1 if ok else 0, check=name)
+
+    def _fresh(self, at: float | None) -> bool:
+        return at is not None and time.monotonic() - at <= 3 * self.every_s + self.round_timeout_s
+
+    def liveness(self) -> tuple[dict[str, bool], dict[str, Any]]:
+        """(checks, details) for ``/livez``: the monitor's rounds are fresh and every consumer loop turns."""
+        measured = self._fresh(self.lag_at)
+        problems: dict[str, str] = {}
+        for name, consumer in self.consumers.items():
+            waiting = measured and any(self.lag.get(tp, 0) > 0 for tp in consumer.assigned())
+            problem = consumer.loop_problem(self.stall_s, waiting)
+            if problem is not None:
+                problems[name] = problem
+        checks = {"monitor": self._fresh(self.checked_at), "consumer_loops": not problems}
+        details: dict[str, Any] = {"checked_s_ago": self._ago(self.checked_at), "consumer_loops": problems}
+        return checks, details
+
+    def readiness(self) -> tuple[dict[str, bool], dict[str, Any]]:
+        """(checks, details) for ``/readyz``: PostgreSQL and Kafka answered, every consumer joined its group."""
+        fresh = self._fresh(self.checked_at)
+        checks = {
+            "postgres": fresh and self.postgres,
+            "kafka": fresh and self.kafka,
+            "joined": all(c.joined for c in self.consumers.values()),
+        }
+        details: dict[str, Any] = {
+            "checked_s_ago": self._ago(self.checked_at),
+            "assigned": {n: sorted(f"{t}:{p}" for t, p in c.assigned()) for n, c in self.consumers.items()},
+        }
+        return checks, details
+
+    @staticmethod
+    def _ago(at: float | None) -> float | None:
+        return None if at is None else round(time.monotonic() - at, 3)
 
     def verdict(self) -> tuple[dict[str, bool], dict[str, Any]]:
         """(checks, details) for a probe, from the last round, without any I/O."""
-        fresh = self.checked_at is not None and time.monotonic() - self.checked_at <= (
-            3 * self.every_s + self.round_timeout_s
-        )
+        fresh = self._fresh(self.checked_at)
         publishing = self.outbox_age_s is None or self.outbox_age_s <= self.stall_s
         checks = {
             "producers": self.producers_alive(),
@@ -156,7 +221,7 @@ class HealthMonitor:
             "publishing": fresh and publishing,
         }
         details: dict[str, Any] = {
-            "checked_s_ago": None if self.checked_at is None else round(time.monotonic() - self.checked_at, 3),
+            "checked_s_ago": self._ago(self.checked_at),
             "lag_records": sum(self.lag.values()),
             "stuck_partitions": [f"{t}:{p}" for t, p in self.stuck],
             "outbox_oldest_s": None if self.outbox_age_s is None else round(self.outbox_age_s, 3),

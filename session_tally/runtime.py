@@ -20,7 +20,6 @@ import contextlib
 import logging
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from session_tally.config import Settings
+from session_tally.logs import announce
 
 log = logging.getLogger("session_tally.worker")
 
@@ -37,13 +37,15 @@ class WorkerOptions:
     clock: int | None = None  # frozen time in µs, for tests and what-if runs
     max_records: int = 5000
     batch_timeout_ms: int = 50
-    http_host: str = "127.0.0.1"
-    http_port: int = 0  # 0 = any free port (printed); -1 = disabled
+    http_host: str = "127.0.0.1"  # 0.0.0.0 in a container
+    http_port: int = 0  # 0 = any free port (printed); -1 = disabled; a port in use is an error
     graceful_timeout_s: float = 15.0
     instance_id: str | None = None
     pool_size: int = 5
     producers: str = "in-process"  # "in-process": in the worker's event loop; "process": a child process
     stall_timeout_s: float = 120.0  # /healthz fails when records wait this long without progress
+    log_level: str = "INFO"  # handed to the producers child
+    log_format: str = "text"
 
 
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -165,6 +167,28 @@ def _end_offsets(settings: Settings) -> Any:
 async def run_worker(
     settings: Settings, options: WorkerOptions, ready: Callable[[dict[str, Any]], None] | None = None
 ) -> None:
+    """Run one worker until SIGTERM/SIGINT. The HTTP endpoint listens first, so that a port in use stops
+    the worker before it does anything (``session_tally.endpoint.EndpointError``)."""
+    from session_tally.endpoint import HttpEndpoint
+    from session_tally.metrics import Metrics
+
+    metrics = Metrics()
+    endpoint = HttpEndpoint(metrics)
+    port = await endpoint.start(options.http_host, options.http_port) if options.http_port >= 0 else -1
+    try:
+        await _run_worker(settings, options, ready, metrics, endpoint, port)
+    finally:
+        await endpoint.stop()
+
+
+async def _run_worker(
+    settings: Settings,
+    options: WorkerOptions,
+    ready: Callable[[dict[str, Any]], None] | None,
+    metrics: Any,
+    endpoint: Any,
+    port: int,
+) -> None:
     from faststream import FastStream
     from faststream.kafka import KafkaBroker
 
@@ -173,9 +197,8 @@ async def run_worker(
     from consumers.subscriber import InputSubscriber
     from consumers.tolerant_records import install as read_any_bytes
     from producers.kafka_access import faststream_security
-    from session_tally.child import merge_child_metrics, start_producers_child
+    from session_tally.child import start_producers_child
     from session_tally.health import HealthMonitor
-    from session_tally.metrics import HttpEndpoint, Metrics
     from session_tally.topics import prepare_topics
     from storage import outbox
     from storage.db import async_engine, upgrade
@@ -187,7 +210,6 @@ async def run_worker(
         log.warning("topic mismatch: %s", mismatch)  # missing topics were created; a mismatch is only reported
 
     topics = settings.topics
-    metrics = Metrics()
     engine = async_engine(settings.database_url, settings.db_schema, pool_size=options.pool_size)
     uow = _unit_of_work(settings, engine, build_clock(options.clock))
     offsets = _end_offsets(settings)
@@ -206,6 +228,7 @@ async def run_worker(
     broker = KafkaBroker(
         settings.kafka.servers(),  # a list: one string would be taken as one host
         graceful_timeout=options.graceful_timeout_s,
+        logger=logging.getLogger("session_tally.faststream"),  # our handlers and format (text or JSON)
         log_level=logging.DEBUG,
         security=faststream_security(settings.kafka),  # TLS/SASL as every other client of the project
     )
@@ -214,21 +237,14 @@ async def run_worker(
         broker, (topics.admin_events,), f"{settings.group_id}.admin", instance and f"{instance}-admin"
     )
     path_subscriber.register(broker, (topics.path_events,), settings.group_id, instance and f"{instance}-path")
-    app = FastStream(broker)
-
-    def owned() -> set[tuple[str, int]]:
-        out: set[tuple[str, int]] = set()
-        for sub in (admin_subscriber, path_subscriber):
-            if sub.consumer is not None:
-                out |= {(tp.topic, tp.partition) for tp in sub.consumer.assignment()}
-        return out
+    app = FastStream(broker, logger=logging.getLogger("session_tally.faststream"))
 
     monitor = HealthMonitor(
         ping_postgres=lambda: outbox.oldest_age_s(engine),
         ping_kafka=lambda: broker_answers(broker),
         end_offsets=offsets.ends,
         applied_offsets=uow.applied_offsets,
-        assignments=owned,
+        consumers={"admin": admin_subscriber, "path": path_subscriber},
         producers_alive=lambda: background.alive() if background is not None else bool(child and child.poll() is None),
         details=lambda: {"waiting_for_admin": barrier.health()},
         metrics=metrics,
@@ -238,11 +254,10 @@ async def run_worker(
     async def refresh_gauges() -> None:
         metrics.set("session_tally_outbox_backlog", await outbox.backlog(engine))
         metrics.set("session_tally_waiting_events", await uow.waiting_count())
+        metrics.set("session_tally_waiting_oldest_seconds", await uow.waiting_oldest_s() or 0.0)
 
-    async def health() -> tuple[dict[str, bool], dict[str, Any]]:
-        return monitor.verdict()
-
-    endpoint = HttpEndpoint(metrics, health, refresh_gauges)
+    endpoint.refresh = refresh_gauges
+    metrics.watch_process("session_tally_producers", lambda: child.pid if child is not None else None)
     tasks: list[asyncio.Task[None]] = []
 
     @app.on_startup
@@ -254,20 +269,15 @@ async def run_worker(
         nonlocal child
         if background is not None:
             await background.start(listen=False)
-            print("session-tally producers ready (in this process)", flush=True)
+            announce("session-tally producers ready (in this process)")
         else:
-            child = start_producers_child(settings, options.graceful_timeout_s, options.clock)
-            threading.Thread(target=merge_child_metrics, args=(child, metrics), daemon=True).start()
+            child = start_producers_child(
+                settings, options.graceful_timeout_s, options.clock, metrics, options.log_level, options.log_format
+            )
         await monitor.round()  # the first verdict before "ready" (the broker runs now)
+        endpoint.probes = monitor
         tune_gc()
         tasks.append(asyncio.create_task(monitor.run(), name="health"))
-        port = -1
-        if options.http_port >= 0:
-            try:
-                port = await endpoint.start(options.http_host, options.http_port)
-            except OSError as exc:  # e.g. a second worker on this machine: take any free port instead
-                port = await endpoint.start(options.http_host, 0)
-                log.warning("port %d unavailable (%s); health and metrics on port %d", options.http_port, exc, port)
         info = {
             "group_id": settings.group_id,
             "topics": list(topics.inputs),
@@ -278,7 +288,7 @@ async def run_worker(
             "http": f"http://{options.http_host}:{port}" if port >= 0 else None,
         }
         log.info("worker started: %s", info)
-        print(f"session-tally worker ready: {info}", flush=True)
+        announce(f"session-tally worker ready: {info}", **info)
         if ready is not None:
             ready(info)
 
@@ -296,10 +306,9 @@ async def run_worker(
             await _drain_leftovers(settings, engine, options.graceful_timeout_s)  # whatever the child left
         monitor.request_stop()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await endpoint.stop()
         await offsets.stop()
         await engine.dispose()
-        print("session-tally worker stopped", flush=True)
+        announce("session-tally worker stopped")
 
     await app.run()
 
@@ -328,12 +337,16 @@ async def _drain_leftovers(settings: Settings, engine: Any, timeout_s: float) ->
 
 
 async def run_producers_process(
-    settings: Settings, frozen_clock: int | None, graceful_timeout_s: float, early_signals: list[int] | None = None
+    settings: Settings,
+    frozen_clock: int | None,
+    graceful_timeout_s: float,
+    early_signals: list[int] | None = None,
+    metrics_fd: int | None = None,
 ) -> None:
     """`session-tally producers`: the background alone, until SIGTERM/SIGINT. Every second (and when it
-    stops) it prints its counters as one ``METRICS {json}`` line, which the parent worker merges into
-    its /metrics."""
-    from session_tally.child import metrics_line
+    stops) it writes its metrics to ``metrics_fd``, which the parent worker merges into its /metrics
+    (session_tally/child.py)."""
+    from session_tally.child import MetricsPipe
     from session_tally.metrics import Metrics
     from storage.db import async_engine
 
@@ -343,30 +356,30 @@ async def run_producers_process(
         loop.add_signal_handler(sig, stop.set)
     if early_signals:  # a signal that came while starting up, before the handlers above existed
         stop.set()
-    metrics = Metrics()
+    metrics = Metrics(process_metrics=False)  # the worker reads this process's from /proc
+    pipe = MetricsPipe(metrics_fd)
     engine = async_engine(settings.database_url, settings.db_schema, pool_size=3)
     offsets = _end_offsets(settings)
     background = Background(
         settings, _unit_of_work(settings, engine, build_clock(frozen_clock)), engine, offsets, metrics
     )
 
-    def report() -> None:
-        print(metrics_line(metrics.counters), flush=True)
-
     try:
         await offsets.start()
         await background.start(listen=True)
         tune_gc()
-        print("session-tally producers ready", flush=True)
+        announce("session-tally producers ready")
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
-            report()
+            pipe.send(metrics)
             if not background.alive() and not stop.is_set():
                 raise RuntimeError("a producer task ended unexpectedly")
     finally:
         await background.stop(graceful_timeout_s)
         await offsets.stop()
         await engine.dispose()
-        report()
-        print(f"session-tally producers stopped ({background.relay.published} messages published)", flush=True)
+        pipe.send(metrics)
+        pipe.close()
+        published = background.relay.published
+        announce(f"session-tally producers stopped ({published} messages published)", published=published)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ARRAY, BigInteger, Integer, any_, bindparam, delete, func, select, text, update
+from sqlalchemy import ARRAY, BigInteger, Integer, any_, bindparam, delete, extract, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storage import messages as M
@@ -62,10 +62,13 @@ async def claim_lanes(conn: AsyncConnection) -> list[int]:
 
 
 async def read_rows(conn: AsyncConnection, lanes: list[int], limit: int) -> list[Any]:
-    """Up to ``limit`` rows of these lanes in ``id`` order (``id, lane, topic, key, value, headers``)."""
+    """Up to ``limit`` rows of these lanes in ``id`` order (``id, lane, topic, key, value, headers,
+    age_s``: seconds since the row was written, by PostgreSQL's clock, so that the relay can measure commit
+    -> publish latency without comparing two machines' clocks)."""
     o = T.outbox
+    age = extract("epoch", func.clock_timestamp() - o.c.created_at).label("age_s")
     result = await conn.execute(
-        select(o.c.id, o.c.lane, o.c.topic, o.c.key, o.c.value, o.c.headers)
+        select(o.c.id, o.c.lane, o.c.topic, o.c.key, o.c.value, o.c.headers, age)
         .where(o.c.lane == any_(bindparam("lanes", lanes, type_=ARRAY(Integer))))
         .order_by(o.c.id)
         .limit(limit)

@@ -42,6 +42,8 @@ class Misrouted:
     key: str
     partition: int
     owner: int
+    offset: int = -1  # of the first such record in the batch (for the log)
+    event_id: str | None = None
 
 
 class Screen:
@@ -82,7 +84,9 @@ class Screen:
             rec, event_id, event = out[i]
             owner = owners[key]
             if owner != rec.partition:
-                misrouted.setdefault((*key, rec.partition), Misrouted(key[0], key[1], rec.partition, owner))
+                misrouted.setdefault(
+                    (*key, rec.partition), Misrouted(key[0], key[1], rec.partition, owner, rec.offset, event_id)
+                )
                 what = "org" if rec.topic == self.admin_topic else "path"
                 detail = (
                     f"the events of {what} {key[1]} arrive on partition {owner} of {rec.topic}, this one on "

@@ -79,6 +79,7 @@ class Report:
     records: int = 0
     redelivered: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)  # of the rejected outcomes
     status_changes: int = 0
     tallies: int = 0
     outbox_rows: int = 0
@@ -156,6 +157,7 @@ class UnitOfWork:
             await self._advance_offsets(conn, fresh)
             report = Report(records=len(records), redelivered=len(records) - len(fresh))
             report.outcomes["rejected"] = len(fresh)
+            report.reasons[reason] = len(fresh)
             report.outbox_rows = len(loaded.outbox)
             return report
 
@@ -234,6 +236,7 @@ class UnitOfWork:
         for outcome in outcomes:
             report.outcomes[outcome.kind] += 1
             if outcome.kind == REJECTED:
+                report.reasons[outcome.reason or ""] += 1
                 loaded.outbox.append(
                     M.rejected_row(outcome.ref, outcome.event_id, outcome.reason or "", outcome.detail, now)
                 )
@@ -371,6 +374,12 @@ class UnitOfWork:
         async with self.engine.connect() as conn:
             return int(await conn.scalar(select(func.count()).select_from(T.parked)) or 0)
 
+    async def waiting_oldest_s(self) -> float | None:
+        """Seconds the oldest waiting event has waited (``parked_at``, PostgreSQL's clock); None: none waits."""
+        async with self.engine.connect() as conn:
+            age = await conn.scalar(text("SELECT extract(epoch FROM clock_timestamp() - min(parked_at)) FROM parked"))
+        return None if age is None else float(age)
+
     async def database_time(self) -> datetime:
         """PostgreSQL's clock now (``clock_timestamp()``; ``parked.parked_at`` is ``now()`` of the same clock)."""
         async with self.engine.connect() as conn:
@@ -443,6 +452,7 @@ class UnitOfWork:
             now = self.clock()
             for outcome in expire_parked(loaded.state, lambda _item: True):
                 report.outcomes[outcome.kind] += 1
+                report.reasons[outcome.reason or ""] += 1
                 loaded.outbox.append(
                     M.rejected_row(outcome.ref, outcome.event_id, outcome.reason or "", outcome.detail, now)
                 )

@@ -18,8 +18,38 @@ examples:
   session-tally worker --clock 2026-06-01T00:00:00Z      # frozen clock: what-if runs and tests
   SESSION_TALLY_GROUP_ID=session-tally session-tally worker --http-port 8085
   session-tally worker --no-create-topics          # topics are managed elsewhere (a managed cluster)
+  session-tally worker --http-host 0.0.0.0 --log-format json   # in a container
   curl -s 127.0.0.1:8085/healthz; curl -s 127.0.0.1:8085/metrics
+  curl -s 127.0.0.1:8085/livez; curl -s 127.0.0.1:8085/readyz   # liveness and readiness probes
 """
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a port number (0: any free port, -1: off)") from None
+    if not -1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value}: expected 0-65535 (0: any free port) or -1 (off)")
+    return port
+
+
+def _log_format(value: str) -> str:
+    from session_tally.logs import FORMATS
+
+    if value not in FORMATS:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected one of {', '.join(FORMATS)}")
+    return value
+
+
+def _add_log_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO (default), WARNING, ERROR")
+    p.add_argument(
+        "--log-format",
+        type=_log_format,
+        default=os.environ.get("SESSION_TALLY_LOG_FORMAT") or "text",
+        help="text (default) or json: one JSON object a line (default from SESSION_TALLY_LOG_FORMAT)",
+    )
 
 
 def register(sub: Any) -> None:
@@ -40,10 +70,17 @@ def register(sub: Any) -> None:
         help="seconds an event may wait for its program/meeting (default SESSION_TALLY_PARK_TIMEOUT_S or 30)",
     )
     p.add_argument(
+        "--http-host",
+        default=os.environ.get("SESSION_TALLY_HTTP_HOST") or "127.0.0.1",
+        help="address of the health/metrics endpoint (default SESSION_TALLY_HTTP_HOST or 127.0.0.1; 0.0.0.0 in a "
+        "container)",
+    )
+    p.add_argument(
         "--http-port",
-        type=int,
-        default=8085,
-        help="health/metrics port on 127.0.0.1 (0 = any free port, -1 = off; default 8085)",
+        type=_port,
+        default=os.environ.get("SESSION_TALLY_HTTP_PORT") or "8085",
+        help="port of the health/metrics endpoint (default SESSION_TALLY_HTTP_PORT or 8085; 0 = any free port, "
+        "-1 = off); a port in use stops the worker with exit status 2",
     )
     p.add_argument(
         "--graceful-timeout",
@@ -78,7 +115,7 @@ def register(sub: Any) -> None:
             "process (spreads CPU over two processes; default from SESSION_TALLY_PRODUCERS)"
         ),
     )
-    p.add_argument("--log-level", default="INFO")
+    _add_log_arguments(p)
     p.set_defaults(func=run)
 
     q = sub.add_parser(
@@ -88,7 +125,8 @@ def register(sub: Any) -> None:
     )
     q.add_argument("--clock", metavar="T", help="freeze the clock at T (RFC 3339)")
     q.add_argument("--graceful-timeout", type=float, default=15.0, help="seconds to drain the outbox on SIGTERM")
-    q.add_argument("--log-level", default="INFO")
+    q.add_argument("--metrics-fd", type=int, help=argparse.SUPPRESS)  # the worker's pipe (session_tally/child.py)
+    _add_log_arguments(q)
     q.set_defaults(func=run_producers)
 
 
@@ -98,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from session_tally.logs import configure as configure_logging
     from session_tally.runtime import WorkerOptions, run_worker
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     settings = Settings.from_env()
     if args.group:
         settings = replace(settings, group_id=args.group)
@@ -111,11 +149,14 @@ def run(args: argparse.Namespace) -> int:
         clock=clock,
         max_records=args.batch_size,
         batch_timeout_ms=args.batch_timeout_ms,
+        http_host=args.http_host,
         http_port=args.http_port,
         graceful_timeout_s=args.graceful_timeout,
         instance_id=args.instance_id,
         producers=args.producers,
         stall_timeout_s=args.stall_timeout,
+        log_level=args.log_level,
+        log_format=args.log_format,
     )
     asyncio.run(run_worker(settings, options))
     return 0
@@ -133,7 +174,7 @@ def run_producers(args: argparse.Namespace) -> int:
     from session_tally.logs import configure as configure_logging
     from session_tally.runtime import run_producers_process
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     clock = parse_instant(args.clock) if args.clock else None
-    asyncio.run(run_producers_process(Settings.from_env(), clock, args.graceful_timeout, early))
+    asyncio.run(run_producers_process(Settings.from_env(), clock, args.graceful_timeout, early, args.metrics_fd))
     return 0

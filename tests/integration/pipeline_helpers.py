@@ -212,15 +212,27 @@ def start_worker_ex(
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def announced(line: str) -> str:
+    """The message of a log line: the line itself (text logs), or its ``message`` (``--log-format json``)."""
+    if line.startswith("{"):
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            return line
+        if isinstance(doc, dict) and isinstance(doc.get("message"), str):
+            return doc["message"]
+    return line
+
+
 def ready_info(log_path: Path, proc: subprocess.Popen[bytes], timeout_s: float = 60.0, nth: int = 1) -> dict[str, Any]:
     """The dict a worker prints when it is ready (the ``nth`` such line of the log), waiting for it."""
     import ast
 
     def find() -> dict[str, Any] | None:
         found = [
-            line[len(READY_PREFIX) :]
-            for line in log_path.read_text(errors="replace").splitlines()
-            if line.startswith(READY_PREFIX)
+            message[len(READY_PREFIX) :]
+            for message in map(announced, log_path.read_text(errors="replace").splitlines())
+            if message.startswith(READY_PREFIX)
         ]
         return ast.literal_eval(found[nth - 1]) if len(found) >= nth else None
 
