@@ -2,7 +2,8 @@
 
 - ``TcpProxy``: a TCP proxy between a worker and PostgreSQL that a test can cut (every open connection
   is closed and new ones are refused, as during a database restart, a fail-over or a network partition)
-  and restore.
+  and restore, or slow down (``latency_s``: every round trip takes that much longer, as a database
+  across a slow network would).
 - ``private_broker``: a second Apache Kafka broker in a temporary directory on free ports, which a test
   may stop and start again without disturbing the broker every other test uses.
 """
@@ -25,7 +26,11 @@ class TcpProxy:
     """Forwards 127.0.0.1:``port`` to ``target``, in a thread with its own event loop.
 
     ``cut()`` closes every connection at once and refuses new ones (accepted, then closed at once) until
-    ``restore()``. ``accepted`` and ``dropped`` count connections, so a test can show the cut was felt."""
+    ``restore()``. ``accepted`` and ``dropped`` count connections, so a test can show the cut was felt.
+
+    ``latency_s`` (settable at any time, for open connections too) holds every chunk from the server for
+    that long before it reaches the client, in order: each request/response round trip gets that much
+    slower, while throughput of a stream (a COPY, a large result) is not limited."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -33,6 +38,7 @@ class TcpProxy:
         self.accepted = 0
         self.refused = 0
         self.dropped = 0
+        self.latency_s = 0.0
         self._open: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._cut = False
         self._loop = asyncio.new_event_loop()
@@ -96,7 +102,7 @@ class TcpProxy:
         pair = (writer, up_writer)
         self._open.add(pair)
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe_delayed(up_reader, writer))
         finally:
             self._open.discard(pair)
 
@@ -108,6 +114,32 @@ class TcpProxy:
         except (ConnectionError, OSError):
             pass
         finally:
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
+
+    async def _pipe_delayed(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Like ``_pipe``, each chunk delivered ``latency_s`` after it arrived (order kept)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while (item := await queue.get()) is not None:
+                due, data = item
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                writer.write(data)
+                await writer.drain()
+
+        delivery = asyncio.ensure_future(deliver())
+        try:
+            while data := await reader.read(65536):
+                queue.put_nowait((loop.time() + self.latency_s, data))
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            queue.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await delivery
             with contextlib.suppress(Exception):
                 writer.transport.abort()
 
