@@ -56,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
     if args.list:
         for scenario in registry().values():
-            print(f"{scenario.name:20} {scenario.summary}")
+            print(f"{scenario.name:20} {scenario.summary}{'' if scenario.quick else ' (long: --full or by name)'}")
         return 0
     try:
-        scenarios = select(args.only)
+        scenarios = select(args.only, full=args.full)
         services = Services.from_env()
     except CampaignError as exc:
         print(f"campaign: {exc}", file=sys.stderr)

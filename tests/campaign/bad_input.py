@@ -219,7 +219,7 @@ def run(ctx: Context) -> Row:
             row.check("every bad message rejected once", ledger.missing == 0 and ledger.matched == size.bad)
             row.check("bad messages kept byte for byte", ledger.altered == 0)
             row.check("every reason is one of SPEC section 7", set(ledger.reasons) <= set(R.ALL))
-            row.check("workers exit 0 on SIGTERM", not fleet.unclean_exits)
+            row.check("workers exit 0 on SIGTERM", not fleet.unclean_exits, why=fleet.unclean_exits)
             row.figures["bad rejected"] = (
                 f"{ledger.matched:,}/{size.bad:,} ({', '.join(f'{k} {v:,}' for k, v in ledger.reasons.most_common())})"
             )

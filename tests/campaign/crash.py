@@ -96,7 +96,7 @@ def run(ctx: Context) -> Row:
             verdict = judge(stage.settings, enumerate(lines, start=1), AT)
             say(f"{label}{summary(verdict)}")
             row.add_verdict(verdict)
-            row.check("workers exit 0 on SIGTERM", not fleet.unclean_exits)
+            row.check("workers exit 0 on SIGTERM", not fleet.unclean_exits, why=fleet.unclean_exits)
     row.figures["kills"] = dict(row.faults)
     row.figures["restart to ready"] = f"{min(restarts):.1f}-{max(restarts):.1f} s" if restarts else "n/a"
     return row

@@ -212,6 +212,7 @@ def run_aim(ctx: Context, aim: str) -> Row:
             verdict = judge(stage.settings, enumerate(lines[: feed.sent], start=1), AT)
             say(f"{name} run {run_no}: {summary(verdict)}")
             row.add_verdict(verdict)
+            row.check("workers exit 0 on SIGTERM", not fleet.unclean_exits, why=fleet.unclean_exits)
     blocked = [f["other_blocked_s"] for f in per_freeze]
     row.check("no stale commit after the resume", all(not f["stale_possible"] for f in per_freeze))
     row.check("the resumed worker's transaction failed", all(f["resumed_round_failed"] for f in per_freeze))

@@ -232,13 +232,29 @@ class Fleet:
         kill_worker(worker.proc)
 
     def stop(self, name: str) -> int:
-        """SIGTERM (graceful); an exit status other than 0 is recorded."""
-        worker = self.workers[name]
-        worker.expected_down = True
-        rc = stop_worker(worker.proc, timeout=60)
-        if rc != 0:
-            self.unclean_exits.append(f"{name} exited {rc} on SIGTERM")
-        return rc
+        """SIGTERM (graceful) once the worker is ready (a SIGTERM while it is still importing ends it with
+        the default action: nothing to drain yet, but no test of a graceful stop either); an exit status
+        other than 0 is recorded."""
+        return self.stop_many([name])[0]
+
+    def stop_many(self, names: Sequence[str]) -> list[int]:
+        """SIGTERM to all of them at once (each must drain its batch in flight and its outbox and exit 0),
+        then wait for each."""
+        workers = [self.workers[n] for n in names]
+        for w in workers:
+            if w.alive and not w.http:
+                self.ready(w)
+        for w in workers:
+            w.expected_down = True
+            if w.alive:
+                w.proc.send_signal(signal.SIGTERM)
+        codes = []
+        for w in workers:
+            rc = stop_worker(w.proc, timeout=60)
+            if rc != 0:
+                self.unclean_exits.append(f"{w.name} exited {rc} on SIGTERM:\n{w.tail(1500)}")
+            codes.append(rc)
+        return codes
 
     def pause(self, name: str) -> None:
         os.kill(self.workers[name].proc.pid, signal.SIGSTOP)
@@ -247,8 +263,7 @@ class Fleet:
         os.kill(self.workers[name].proc.pid, signal.SIGCONT)
 
     def stop_all(self) -> None:
-        for w in self.running():
-            self.stop(w.name)
+        self.stop_many([w.name for w in self.running()])
 
     def close(self) -> None:
         for w in self.workers.values():
@@ -384,3 +399,4 @@ class Scenario:
     name: str
     summary: str  # one line for --list and the docs
     run: Callable[[Context], Row]
+    quick: bool = True  # in the quick set (CI); False: a long one, run by --full or by name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ class Row:
     figures: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # name -> (held, timed)
     errors: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # what made a check fail
     details: list[dict[str, Any]] = field(default_factory=list)  # per run: the verdict's breakdown
     series: list[dict[str, Any]] = field(default_factory=list)  # samples over time (the soak's), for --json
     seconds: float = 0.0
@@ -34,10 +36,12 @@ class Row:
         self.equal_runs += int(verdict.equal)
         self.details.append(verdict.details)
 
-    def check(self, name: str, held: bool, timed: bool = False) -> None:
-        """Record a named check; one that failed in any run stays failed."""
+    def check(self, name: str, held: bool, timed: bool = False, why: Sequence[str] = ()) -> None:
+        """Record a named check; one that failed in any run stays failed (``why``: what made it fail)."""
         previous = self.checks.get(name, (True, timed))[0]
         self.checks[name] = (previous and held, timed)
+        if not held:
+            self.failures.extend(f"{name}: {reason}" for reason in why or ("",))
 
     @property
     def ok(self) -> bool:
@@ -78,6 +82,7 @@ class Row:
             "checks": {k: {"held": h, "timed": t} for k, (h, t) in self.checks.items()},
             "figures": self.figures,
             "errors": self.errors,
+            "check_failures": self.failures,
             "runs_detail": self.details,
             "samples": self.series,
             "seconds": round(self.seconds, 1),

@@ -36,11 +36,12 @@ def registry() -> dict[str, Scenario]:
     return {s.name: s for s in scenarios}
 
 
-def select(names: Sequence[str]) -> list[Scenario]:
-    """The scenarios named (a name, or the start of names: ``freeze`` is both freeze scenarios)."""
+def select(names: Sequence[str], full: bool = False) -> list[Scenario]:
+    """The scenarios named (a name, or the start of names: ``freeze`` is both freeze scenarios); without
+    names, every scenario (``full``) or the quick set."""
     every = registry()
     if not names:
-        return list(every.values())
+        return [s for s in every.values() if full or s.quick]
     chosen: list[Scenario] = []
     for name in names:
         found = [s for key, s in every.items() if key == name or key.startswith(name + "-")]

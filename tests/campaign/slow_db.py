@@ -32,7 +32,7 @@ class Size:
     rate: float
 
 
-QUICK = Size(runs=1, events=1_500, rate=300)
+QUICK = Size(runs=1, events=600, rate=200)
 FULL = Size(runs=1, events=60_000, rate=500)
 
 
@@ -73,7 +73,7 @@ def run(ctx: Context) -> Row:
             verdict = judge(stage.settings, enumerate(lines, start=1), AT)
             say(f"{NAME} run {run_no}: {summary(verdict)}")
             row.add_verdict(verdict)
-            row.check("workers exit 0 on SIGTERM", not fleet.unclean_exits)
+            row.check("workers exit 0 on SIGTERM", not fleet.unclean_exits, why=fleet.unclean_exits)
             row.faults[f"+{LATENCY_S * 1000:.0f} ms per round trip"] += 1
             row.figures["round trip"] = f"{rtt * 1000:.0f} ms (added {LATENCY_S * 1000:.0f} ms)"
             row.figures["batches"] = (

@@ -103,8 +103,8 @@ def run(ctx: Context) -> Row:
             verdict = judge(stage.settings, enumerate(lines(seed, feed.sent), start=1), AT)
             say(f"{NAME} run {run_no}: {summary(verdict)}")
             row.add_verdict(verdict)
-            row.check("workers exit 0 on SIGTERM", not fleet.unclean_exits)
+            row.check("workers exit 0 on SIGTERM", not fleet.unclean_exits, why=fleet.unclean_exits)
     return row
 
 
-SCENARIO = Scenario(NAME, f"{RATE:.0f} events/s for 30 minutes (full), RSS, lag and outbox age sampled", run)
+SCENARIO = Scenario(NAME, f"{RATE:.0f} events/s for 30 minutes (full), RSS, lag and outbox age sampled", run, False)
