@@ -76,7 +76,7 @@ def run(ctx: Context) -> Row:
                 ends = feed.join()
                 publishing = (feed.finished_at or 0) - (feed.started_at or 0)
                 live = [s for s in monitor.samples if s.published < events]
-                catch_up = wait_idle(stage, ends, fleet, timeout_s=600, label=f"{NAME} run {run_no}: ")
+                catch_up = wait_idle(stage, ends, fleet, timeout_s=3600, label=f"{NAME} run {run_no}: ")
                 fleet.stop_all()
             row.events += feed.sent
             samples = monitor.samples
