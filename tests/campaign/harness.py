@@ -34,7 +34,6 @@ from tests.integration.pipeline_helpers import (
     metric_value,
     ready_info,
     start_worker_ex,
-    stop_worker,
 )
 
 AT = "2026-03-01T00:00:00Z"  # the workers' frozen clock and replay's --at: inside the streams' event time
@@ -250,7 +249,11 @@ class Fleet:
                 w.proc.send_signal(signal.SIGTERM)
         codes = []
         for w in workers:
-            rc = stop_worker(w.proc, timeout=60)
+            try:
+                rc = w.proc.wait(60)  # no second SIGTERM: that one would mean "stop now"
+            except subprocess.TimeoutExpired:
+                kill_worker(w.proc)
+                rc = w.proc.wait(10)
             if rc != 0:
                 self.unclean_exits.append(f"{w.name} exited {rc} on SIGTERM:\n{w.tail(1500)}")
             codes.append(rc)

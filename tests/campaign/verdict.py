@@ -95,6 +95,8 @@ class VersionLedger:
     backwards: int = 0  # below the highest already published (stale_repeats of them byte-identical)
     stale_repeats: int = 0
     misrouted: int = 0  # keyed other than by its path
+    examples: list[str] = field(default_factory=list)  # of conflicts and versions going backwards
+    where: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # entity -> (version, partition, offset)
 
     def add(self, record: Any) -> None:
         self.messages += 1
@@ -107,16 +109,29 @@ class VersionLedger:
         previous = self.digests.get((key, version))
         if previous is not None and previous != digest:
             self.conflicts += 1
+            self._example("two contents", key, version, record)
         if version < top:
             self.backwards += 1
             self.stale_repeats += int(previous == digest)
+            self._example("backwards" + (" (byte-identical)" if previous == digest else ""), key, version, record)
             return
         if previous == digest:
             self.repeats += 1
             return
         self.digests[(key, version)] = digest
         self.highest[key] = version
+        self.where[key] = (version, record.partition, record.offset)
         self.latest[key] = _canonical(self._comparable(doc))
+
+    def _example(self, what: str, key: str, version: int, record: Any) -> None:
+        if len(self.examples) < 5:
+            top = self.where.get(key)
+            self.examples.append(
+                f"{self.entity} {key}: {what}: version {version} at {record.partition}@{record.offset} "
+                f"(timestamp {record.timestamp}) after version {top[0]} at {top[1]}@{top[2]}"
+                if top
+                else f"{self.entity} {key}: {what}: version {version} at {record.partition}@{record.offset}"
+            )
 
     def _comparable(self, doc: dict[str, Any]) -> dict[str, Any]:
         if self.entity == "meeting_id":
@@ -137,6 +152,7 @@ class RejectedLedger:
     repeats: int = 0
     conflicts: int = 0
     claimed: int = 0
+    examples: list[str] = field(default_factory=list)  # of inputs rejected with two contents
 
     def add(self, record: Any) -> None:
         self.messages += 1
@@ -150,6 +166,8 @@ class RejectedLedger:
                 self.repeats += 1
             else:
                 self.conflicts += 1
+                if len(self.examples) < 5:
+                    self.examples.append(f"input {where} rejected twice, the second time: {record.value[:300]!r}")
             return
         self.by_source[where] = digest
         if self.claim is not None and self.claim(doc):
@@ -276,6 +294,7 @@ def judge(
         "stale_repeats": tallies.stale_repeats + statuses.stale_repeats,
         "repeats": {"tallies": tallies.repeats, "statuses": statuses.repeats, "rejected": rejected.repeats},
         "misrouted_outputs": tallies.misrouted + statuses.misrouted,
+        "version_examples": tallies.examples + statuses.examples + rejected.examples,
         "claimed_rejections": rejected.claimed,
         "first_difference": t_first or m_first or _first_rejection_difference(rejected.entries, want_rejected),
     }
