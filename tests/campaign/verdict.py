@@ -4,12 +4,16 @@ beginning, the ``processed_events`` table, and ``replay`` of the same input at t
 - **lost**: input lines that are neither remembered as processed (their event id is in
   ``processed_events``: applied, skipped, parked or a duplicate) nor on the rejected topic; plus tallies,
   meeting statuses and rejections that replay has and the topics do not;
-- **duplicated**: an (entity, version) published with two different contents, a version published
-  after a higher one of the same entity (a version going backwards, byte-identical or not: compaction
-  keeps the last record of a key), an input rejected twice with different contents, and rejections the
-  topics have and replay does not;
-- **repeats**: byte-identical re-publications in version order (a relay that published and could not
-  delete its rows: harmless, consumers keep the highest version);
+- **duplicated**: an (entity, version) published with two different contents; a new content at a
+  version below one already published (a version going backwards); an entity whose *last* record is not
+  its highest version (a consumer that keeps the last message, or a compacted topic, which keeps the
+  last record of a key, would end on an older state); an input rejected twice with different contents;
+  rejections the topics have and replay does not;
+- **repeats**: byte-identical re-publications of an (entity, version) (a relay that published rows and
+  could not delete them sends them again). Those sent again after a higher version of the same entity
+  (``repeats_out_of_order``: the relay re-sends the rest of a lane in order, so the entity's highest
+  version follows again) are harmless to consumers that keep the highest version, as the contract asks;
+  they are reported, and the last record of every entity must still be its highest version;
 - **equal**: the document built from the topics (latest version per path and meeting, the rejections)
   equals replay's, without what legitimately differs (tally version and as_of).
 
@@ -87,13 +91,14 @@ class VersionLedger:
 
     entity: str
     highest: dict[str, int] = field(default_factory=dict)
+    last: dict[str, int] = field(default_factory=dict)  # the version of each entity's last record
     digests: dict[tuple[str, int], bytes] = field(default_factory=dict)
     latest: dict[str, str] = field(default_factory=dict)  # entity -> canonical document of its highest version
     messages: int = 0
-    repeats: int = 0  # same version, same bytes, not below the highest
-    conflicts: int = 0  # same version, other bytes
-    backwards: int = 0  # below the highest already published (stale_repeats of them byte-identical)
-    stale_repeats: int = 0
+    repeats: int = 0  # an (entity, version) again with the same bytes
+    out_of_order: int = 0  # of the repeats, those below the entity's highest version (a re-sent run)
+    conflicts: int = 0  # an (entity, version) again with other bytes
+    backwards: int = 0  # a version never seen, below the highest already published
     misrouted: int = 0  # keyed other than by its path
     examples: list[str] = field(default_factory=list)  # of conflicts and versions going backwards
     where: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # entity -> (version, partition, offset)
@@ -107,21 +112,29 @@ class VersionLedger:
         digest = _digest(record.value)
         top = self.highest.get(key, 0)
         previous = self.digests.get((key, version))
-        if previous is not None and previous != digest:
-            self.conflicts += 1
-            self._example("two contents", key, version, record)
-        if version < top:
-            self.backwards += 1
-            self.stale_repeats += int(previous == digest)
-            self._example("backwards" + (" (byte-identical)" if previous == digest else ""), key, version, record)
-            return
-        if previous == digest:
-            self.repeats += 1
+        self.last[key] = version
+        if previous is not None:
+            if previous == digest:
+                self.repeats += 1
+                self.out_of_order += int(version < top)
+            else:
+                self.conflicts += 1
+                self._example("two contents", key, version, record)
             return
         self.digests[(key, version)] = digest
+        if version < top:
+            self.backwards += 1
+            self._example("a new content below the highest version", key, version, record)
+            return
         self.highest[key] = version
         self.where[key] = (version, record.partition, record.offset)
         self.latest[key] = _canonical(self._comparable(doc))
+
+    @property
+    def stale_last(self) -> list[str]:
+        """Entities whose last record is not their highest version: a consumer that keeps the last
+        message (a compacted topic keeps the last record of a key) would end on an older state."""
+        return [k for k, v in self.last.items() if v < self.highest.get(k, 0)]
 
     def _example(self, what: str, key: str, version: int, record: Any) -> None:
         if len(self.examples) < 5:
@@ -274,8 +287,9 @@ def judge(
     r_extra = sum((rejected.entries - want_rejected).values())
     conflicts = tallies.conflicts + statuses.conflicts + rejected.conflicts
     backwards = tallies.backwards + statuses.backwards
+    stale = tallies.stale_last + statuses.stale_last
     lost = lost_inputs + t_missing + m_missing + r_missing
-    duplicated = conflicts + backwards + r_extra
+    duplicated = conflicts + backwards + len(stale) + r_extra
     equal = not (t_missing or t_extra or t_differ or m_missing or m_extra or m_differ or r_missing or r_extra)
     details = {
         "inputs": inputs,
@@ -290,8 +304,10 @@ def judge(
         "unexpected": {"tallies": t_extra, "meetings": m_extra, "rejected": r_extra},
         "differing": {"tallies": t_differ, "meetings": m_differ},
         "conflicting_versions": conflicts,
-        "versions_backwards": backwards,
-        "stale_repeats": tallies.stale_repeats + statuses.stale_repeats,
+        "new_content_below_highest": backwards,
+        "last_record_not_highest": len(stale),
+        "last_record_not_highest_examples": stale[:5],
+        "repeats_out_of_order": tallies.out_of_order + statuses.out_of_order,
         "repeats": {"tallies": tallies.repeats, "statuses": statuses.repeats, "rejected": rejected.repeats},
         "misrouted_outputs": tallies.misrouted + statuses.misrouted,
         "version_examples": tallies.examples + statuses.examples + rejected.examples,
