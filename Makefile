@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ST := $(BIN)/session-tally
 
-.PHONY: help venv up down status topics test lint demo bench
+.PHONY: help venv up down status topics test lint demo bench campaign campaign-quick
 
 help:
 	@echo "make venv    create .venv (python3.11) and pip install -e '.[test]' (again when pyproject.toml changes)"
@@ -20,6 +20,8 @@ help:
 	@echo "make demo    the real pipeline: services, topics, a worker, months of history, the web app (WEB_PORT=8000),"
 	@echo "             live simulated traffic and tallies in the terminal (DEMO_ARGS=...)"
 	@echo "make bench   run the benchmark"
+	@echo "make campaign        the fault campaign at full size, about 1.5 hours (CAMPAIGN_ARGS=..., e.g. --only soak)"
+	@echo "make campaign-quick  the fault campaign's quick set (what CI runs), a few minutes"
 
 # The stamp is newer than pyproject.toml once the install succeeded; a failed install leaves no stamp.
 $(VENV)/.installed: pyproject.toml
@@ -59,3 +61,11 @@ demo: up
 
 bench: up
 	. .services/env && $(ST) bench $(BENCH_ARGS)
+
+# The fault campaign (docs/reliability.md, "Fault campaign"); its table is printed at the end and, with
+# CAMPAIGN_ARGS='--json FILE', written with every figure.
+campaign: up
+	. .services/env && $(BIN)/python -m tests.campaign --full $(CAMPAIGN_ARGS)
+
+campaign-quick: up
+	. .services/env && $(BIN)/python -m tests.campaign --quick $(CAMPAIGN_ARGS)

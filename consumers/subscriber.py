@@ -36,6 +36,9 @@ from storage.messages import SourceRecord
 from storage.unit_of_work import OffsetGap, Report, UnitOfWork
 
 FAILURE_LOG_EVERY_S = 60.0
+#: A member that sends no heartbeat for this long leaves its group, which gives its partitions to the
+#: others (a frozen or partitioned worker; a killed one without static membership).
+SESSION_TIMEOUT_MS = 15_000
 
 log = logging.getLogger("session_tally.consumer")
 
@@ -152,7 +155,7 @@ class InputSubscriber:
             auto_offset_reset="earliest",
             max_poll_interval_ms=300_000,
             rebalance_timeout_ms=60_000,
-            session_timeout_ms=15_000,
+            session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=1_000,
             max_partition_fetch_bytes=2 * 1024 * 1024,
             parser=_tolerant_parser,

@@ -3,7 +3,8 @@
 - ``TcpProxy``: a TCP proxy between a worker and PostgreSQL that a test can cut (every open connection
   is closed and new ones are refused, as during a database restart, a fail-over or a network partition)
   and restore, or pause (connections stay open and new ones are accepted, but no byte goes through: a
-  server that hangs) and resume.
+  server that hangs) and resume, or slow down (``latency_s``: every round trip takes that much longer, as
+  a database across a slow network would).
 - ``private_broker``: a second Apache Kafka broker in a temporary directory on free ports, which a test
   may stop and start again without disturbing the broker every other test uses.
 """
@@ -27,7 +28,11 @@ class TcpProxy:
 
     ``cut()`` closes every connection at once and refuses new ones (accepted, then closed at once) until
     ``restore()``. ``pause()`` holds every byte in both directions (open connections and new ones) until
-    ``resume()``. ``accepted`` and ``dropped`` count connections, so a test can show the cut was felt."""
+    ``resume()``. ``accepted`` and ``dropped`` count connections, so a test can show the cut was felt.
+
+    ``latency_s`` (settable at any time, for open connections too) holds every chunk from the server for
+    that long before it reaches the client, in order: each request/response round trip gets that much
+    slower, while throughput of a stream (a COPY, a large result) is not limited."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -35,6 +40,7 @@ class TcpProxy:
         self.accepted = 0
         self.refused = 0
         self.dropped = 0
+        self.latency_s = 0.0
         self._open: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._cut = False
         self._flowing: asyncio.Event | None = None  # created in the proxy's loop; cleared while paused
@@ -115,7 +121,7 @@ class TcpProxy:
         pair = (writer, up_writer)
         self._open.add(pair)
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe_delayed(up_reader, writer))
         finally:
             self._open.discard(pair)
 
@@ -129,6 +135,34 @@ class TcpProxy:
         except (ConnectionError, OSError):
             pass
         finally:
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
+
+    async def _pipe_delayed(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Like ``_pipe``, each chunk delivered ``latency_s`` after it arrived (order kept)."""
+        assert self._flowing is not None
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while (item := await queue.get()) is not None:
+                due, data = item
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                await self._flowing.wait()  # held while paused
+                writer.write(data)
+                await writer.drain()
+
+        delivery = asyncio.ensure_future(deliver())
+        try:
+            while data := await reader.read(65536):
+                queue.put_nowait((loop.time() + self.latency_s, data))
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            queue.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await delivery
             with contextlib.suppress(Exception):
                 writer.transport.abort()
 
