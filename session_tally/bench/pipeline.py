@@ -43,6 +43,7 @@ from session_tally.bench.kafka_probe import (
 )
 from session_tally.bench.latency import latency_figures, offer
 from session_tally.bench.ratios import capacity_of, replay_same_stream
+from session_tally.bench.stages import describe, endpoints, stage_figures, try_scrape
 from session_tally.bench.workers import WorkerPool
 from session_tally.config import Settings, Topics
 
@@ -459,11 +460,13 @@ class PipelineBench:
         settings = self.settings_for(topics, f"{self.run_id}_{tag}", f"{self.run_id}.{tag}")
         self.groups.append(settings.group_id)
         self.schemas.append(settings.db_schema)
-        pool = self.pool("latency")
-        pool.start(workers, settings, args.batch_size, None)
+        pool = self.pool(key)  # its own log files: a "ready" line of an earlier phase must not count
+        pool.start(workers, settings, args.batch_size, None, http=True)
         try:
             pool.wait_ready()
             asyncio.run(wait_group_settled(self.bootstrap, settings.group_id, topics.inputs))
+            urls = endpoints(pool.logs)
+            before = try_scrape(urls)
             db = self.db
             assert db is not None
 
@@ -477,6 +480,7 @@ class PipelineBench:
                 f"{fmt_rate(offered['sent'] / offered['seconds'])} ({offered['scheduled']:,} meeting.scheduled)"
             )
             self.wait_idle(pool, settings, offered["ends"])
+            stages = stage_figures(before, try_scrape(urls))
         finally:
             self.progress.done()
             self.stop_pool(pool)
@@ -491,6 +495,7 @@ class PipelineBench:
             seconds=round(offered["seconds"], 3),
             peak_rss_mb=pool.peak_rss_mb,
             timeline=offered["timeline"],
+            stages=stages,
         )
         self.results[key] = result
         say(
@@ -501,6 +506,7 @@ class PipelineBench:
             f"first status {result['status_p50_ms']:.0f}/{result['status_p99_ms']:.0f} ms, first tally of the "
             f"path at or after the input {result['first_after_p50_ms']:.0f}/{result['first_after_p99_ms']:.0f} ms"
         )
+        say(f"  stages (workers' histograms): {describe(stages)}")
 
     def phase_latency_at_capacity(self) -> None:
         """The second latency phase: ``--capacity-fraction`` of the capacity the backlog phase measured."""

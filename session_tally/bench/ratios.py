@@ -123,12 +123,17 @@ def ratio_targets(ratios: dict[str, Any]) -> dict[str, dict[str, Any]]:
     def entry(target: str, measured: Any, good: bool | None) -> dict[str, Any]:
         return {"target": target, "measured": measured, "verdict": verdict(None if measured is None else good)}
 
-    after = ratios.get("pipeline_to_replay_after_startup")
+    # both without start-up when replay's was measured (a start-up of 1-2 s is a large share of replaying a
+    # 200,000-event stream); else against replay's whole run, as the issue measured it
+    basis = "pipeline_to_replay_both_after_startup"
+    if basis not in ratios:
+        basis = "pipeline_to_replay_after_startup"
+    after = ratios.get(basis)
     two = ratios.get("workers_2_to_1_after_startup")
     p99 = ratios.get("latency_p99_ms")
     low = ratios.get("latency_capacity_p99_ms")
     return {
-        "pipeline_to_replay_after_startup": entry(
+        basis: entry(
             f">= {TARGET_AFTER_STARTUP_TO_REPLAY:g} x replay (goal {GOAL_AFTER_STARTUP_TO_REPLAY:g})",
             after,
             after is not None and after >= TARGET_AFTER_STARTUP_TO_REPLAY,
