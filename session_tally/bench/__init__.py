@@ -4,6 +4,8 @@ in one run, next to what Kafka and PostgreSQL alone can do on the same machine.
 
 Phases (each prints its figures as it finishes; ``--skip-*`` leaves one out):
 
+0. Replay (bench/ratios.py): `session-tally replay` on the backlog's own file at its frozen clock, in a child
+   process, and on an empty file for its start-up; the reference of the ``pipeline / replay`` ratios.
 1. Kafka ceiling: generate N events (``session_tally.traffic``, the realistic mix, to a temporary file, not
    timed), publish them as `session-tally publish` does, then time a plain aiokafka consumer reading both
    input topics from the beginning and doing nothing else (msgs/s).
@@ -31,10 +33,14 @@ Phases (each prints its figures as it finishes; ``--skip-*`` leaves one out):
    shares with the meeting's first status message) minus the input record's Kafka timestamp; p50/p95/p99.
    Cross-checks: to the meeting's first status, and "first tally of the path at or after the input"
    (equal while latency is below the gap between two events of a path, too low beyond).
+   4b. The same at ``--capacity-fraction`` (0.25) of the capacity phase 3 measured. Both latency runs
+   scrape their workers' /metrics before and after and give the latency in stages (bench/stages.py).
 5. Naive baseline: the same worker with ``--batch-size 1`` (one transaction per event) on
    ``--naive-events`` events, measured like phase 3.
 6. Peak RSS of every worker (``VmHWM`` of ``/proc/<pid>/status``, read just before stopping it).
-7. Ratios: throughput (end to end) / Kafka ceiling, throughput / naive (both after start-up: the cost per
+7. Ratios, printed first (bench/ratios.py): pipeline / replay (end to end, worker only, after start-up),
+   W workers / 1 worker, p99 at the offered rate and at the fraction of capacity. In the table after them:
+   throughput (end to end) / Kafka ceiling, throughput / naive (both after start-up: the cost per
    event without the fixed start-up, which different event counts would dilute differently).
 
 Every run uses its own topic prefix, consumer groups and PostgreSQL schemas (``bench<hex>``); they are deleted

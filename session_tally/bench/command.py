@@ -14,6 +14,7 @@ from typing import Any
 
 from session_tally.bench.common import EXAMPLE, BenchError, load_average, say
 from session_tally.bench.pipeline import PipelineBench
+from session_tally.bench.ratios import CAPACITY_FRACTION
 from session_tally.bench.report import summarize
 
 # ---------------------------------------------------------------------------------------- registration
@@ -25,9 +26,11 @@ def register_pipeline(commands: Any) -> None:
         help="end-to-end throughput, latency, Kafka/PostgreSQL ceilings and a naive baseline",
         description=(
             "Measure the real pipeline (Kafka -> worker processes -> PostgreSQL -> relay -> Kafka) in one "
-            "run: Kafka and PostgreSQL ceilings, backlog throughput (per worker count), latency at an "
-            "offered rate, a batch-size-1 baseline, worker peak RSS and ratios; prints the machine, the "
-            "versions and the command line with the figures."
+            "run: `session-tally replay` on the same stream, Kafka and PostgreSQL ceilings, backlog throughput "
+            "(per worker count), latency at an offered rate and at a fraction of the measured capacity, a "
+            "batch-size-1 baseline, worker peak RSS; prints the ratios first (pipeline / replay, W workers / "
+            "1 worker, p99 against capacity), then the absolute figures with the machine, the versions and the "
+            "command line."
         ),
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -48,6 +51,14 @@ def register_pipeline(commands: Any) -> None:
     p.add_argument(
         "--naive-events", type=int, default=5000, metavar="N", help="events of the batch-size-1 run (default 5000)"
     )
+    p.add_argument(
+        "--capacity-fraction",
+        type=float,
+        default=CAPACITY_FRACTION,
+        metavar="F",
+        help="second latency phase at F x the capacity measured by the backlog phase (after start-up); "
+        f"0 = skip it (default {CAPACITY_FRACTION:g})",
+    )
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON to PATH")
     p.add_argument("--keep", action="store_true", help="keep the run's topics, schemas and worker logs")
     p.add_argument(
@@ -57,10 +68,11 @@ def register_pipeline(commands: Any) -> None:
         metavar="S",
         help="fail a phase when nothing progresses for S seconds (default 120)",
     )
+    p.add_argument("--skip-replay", action="store_true", help="skip phase 0 (replay of the same stream)")
     p.add_argument("--skip-kafka-ceiling", action="store_true", help="skip phase 1's consume measurement")
     p.add_argument("--skip-pg-ceiling", action="store_true", help="skip phase 2")
     p.add_argument("--skip-backlog", action="store_true", help="skip phase 3 (throughput, scaling, growth)")
-    p.add_argument("--skip-latency", action="store_true", help="skip phase 4")
+    p.add_argument("--skip-latency", action="store_true", help="skip phase 4 (both latency runs)")
     p.add_argument("--skip-naive", action="store_true", help="skip phase 5")
     p.set_defaults(func=run_pipeline)
 
@@ -82,6 +94,8 @@ def _validate(args: argparse.Namespace) -> str | None:
         return "--rate and --latency-seconds must be positive"
     if args.batch_size < 1:
         return "--batch-size must be at least 1"
+    if not 0 <= args.capacity_fraction <= 1:
+        return "--capacity-fraction must be between 0 and 1"
     return None
 
 

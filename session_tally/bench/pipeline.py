@@ -1,9 +1,11 @@
-"""The pipeline benchmark's phases: the backlog (throughput, state growth), the run that drives every phase."""
+"""The pipeline benchmark's phases: replay of the same stream, the backlog (throughput, state growth), the
+latency phases (at ``--rate`` and at a fraction of the measured capacity), the run that drives every phase."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import shutil
 import tempfile
 import time
@@ -40,6 +42,8 @@ from session_tally.bench.kafka_probe import (
     wait_leaders,
 )
 from session_tally.bench.latency import latency_figures, offer
+from session_tally.bench.ratios import capacity_of, replay_same_stream
+from session_tally.bench.stages import describe, endpoints, stage_figures, try_scrape
 from session_tally.bench.workers import WorkerPool
 from session_tally.config import Settings, Topics
 
@@ -259,6 +263,7 @@ class PipelineBench:
                 "seed": self.args.seed,
                 "batch_size": self.args.batch_size,
                 "naive_events": self.args.naive_events,
+                "capacity_fraction": self.args.capacity_fraction,
             },
         )
         say(f"command: {self.results['command']}")
@@ -440,23 +445,28 @@ class PipelineBench:
         self.describe_backlog(run)
         self.results["naive"] = run.as_json()
 
-    def phase_latency(self) -> None:
-        args = self.args
+    def phase_latency(self, offered_rate: float | None = None, key: str = "latency", title: str = "4.") -> None:
+        """Latency at ``offered_rate`` (default ``--rate``) into ``results[key]``, on its own topics and schema."""
+        args = copy.copy(self.args)
+        args.rate = offered_rate or self.args.rate
         workers = self.counts[0]
         say(
-            f"\n== 4. latency: {workers} worker(s) on the wall clock, {args.rate:,.0f} events/s offered for "
+            f"\n== {title} latency: {workers} worker(s) on the wall clock, {args.rate:,.0f} events/s offered for "
             f"{args.latency_seconds:g} s (live traffic profile)"
         )
-        topics = with_prefix(f"{self.run_id}.lat.")
+        tag = "lat" if key == "latency" else "latcap"
+        topics = with_prefix(f"{self.run_id}.{tag}.")
         self.create_topics(topics)
-        settings = self.settings_for(topics, f"{self.run_id}_lat", f"{self.run_id}.lat")
+        settings = self.settings_for(topics, f"{self.run_id}_{tag}", f"{self.run_id}.{tag}")
         self.groups.append(settings.group_id)
         self.schemas.append(settings.db_schema)
-        pool = self.pool("latency")
-        pool.start(workers, settings, args.batch_size, None)
+        pool = self.pool(key)  # its own log files: a "ready" line of an earlier phase must not count
+        pool.start(workers, settings, args.batch_size, None, http=True)
         try:
             pool.wait_ready()
             asyncio.run(wait_group_settled(self.bootstrap, settings.group_id, topics.inputs))
+            urls = endpoints(pool.logs)
+            before = try_scrape(urls)
             db = self.db
             assert db is not None
 
@@ -470,6 +480,7 @@ class PipelineBench:
                 f"{fmt_rate(offered['sent'] / offered['seconds'])} ({offered['scheduled']:,} meeting.scheduled)"
             )
             self.wait_idle(pool, settings, offered["ends"])
+            stages = stage_figures(before, try_scrape(urls))
         finally:
             self.progress.done()
             self.stop_pool(pool)
@@ -484,8 +495,9 @@ class PipelineBench:
             seconds=round(offered["seconds"], 3),
             peak_rss_mb=pool.peak_rss_mb,
             timeline=offered["timeline"],
+            stages=stages,
         )
-        self.results["latency"] = result
+        self.results[key] = result
         say(
             f"  event in -> tally out, {result['measured']:,} meeting.scheduled: p50 {result['p50_ms']:.0f} ms, "
             f"p95 {result['p95_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms, max {result['max_ms']:.0f} ms "
@@ -494,6 +506,21 @@ class PipelineBench:
             f"first status {result['status_p50_ms']:.0f}/{result['status_p99_ms']:.0f} ms, first tally of the "
             f"path at or after the input {result['first_after_p50_ms']:.0f}/{result['first_after_p99_ms']:.0f} ms"
         )
+        say(f"  stages (workers' histograms): {describe(stages)}")
+
+    def phase_latency_at_capacity(self) -> None:
+        """The second latency phase: ``--capacity-fraction`` of the capacity the backlog phase measured."""
+        fraction = self.args.capacity_fraction
+        capacity, basis = capacity_of(self.results)
+        if fraction <= 0:
+            return
+        if capacity is None:
+            say(f"\n== 4b. latency at {fraction:.0%} of capacity: skipped ({basis})")
+            return
+        offered = max(1.0, capacity * fraction)
+        say(f"\n   capacity {fmt_rate(capacity)} ({basis}) x {fraction:g} = {fmt_rate(offered)} offered")
+        self.phase_latency(offered, "latency_capacity", "4b.")
+        self.results["latency_capacity"].update(capacity_fraction=fraction, capacity_events_per_s=round(capacity))
 
     def wait_idle(self, pool: WorkerPool, settings: Settings, ends: dict[str, int]) -> None:
         assert self.db is not None
@@ -520,10 +547,15 @@ class PipelineBench:
         args = self.args
         self.db = Database(self.settings.database_url)
         self.header()
-        need_stream = not (args.skip_kafka_ceiling and args.skip_pg_ceiling and args.skip_backlog)
+        need_stream = not (args.skip_kafka_ceiling and args.skip_pg_ceiling and args.skip_backlog and args.skip_replay)
         if need_stream:
             say(f"\n== generating {args.events:,} events (seed {args.seed})")
             stream, clock, written = self.generate(args.events, "backlog.jsonl")
+            if not args.skip_replay:
+                try:
+                    self.results["replay"] = replay_same_stream(stream, clock, written, self.workdir)
+                except RuntimeError as exc:
+                    raise BenchError(str(exc)) from exc
             inputs = with_prefix(f"{self.run_id}.")
             edges: TopicEdges | None = None
             if not (args.skip_kafka_ceiling and args.skip_backlog):
@@ -535,6 +567,7 @@ class PipelineBench:
                 self.phase_backlog(inputs, edges, written, clock)
         if not args.skip_latency:
             self.phase_latency()
+            self.phase_latency_at_capacity()
         if not args.skip_naive:
             self.phase_naive()
         self.results["load_average"]["end"] = load_average()

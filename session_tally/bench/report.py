@@ -1,4 +1,5 @@
-"""The summary table of the pipeline benchmark (figures, targets, ratios)."""
+"""The summary of the pipeline benchmark: the ratios first (bench/ratios.py), then the table of absolute
+figures with their targets, then the machine's CPU model (absolute figures mean nothing without it)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from session_tally.bench.common import (
     say,
     verdict,
 )
+from session_tally.bench.ratios import compute_ratios, print_ratios, ratio_targets
 
 # ---------------------------------------------------------------------------------------- summary
 
@@ -24,6 +26,10 @@ from session_tally.bench.common import (
 def summarize(results: dict[str, Any], counts: list[int], events: int) -> None:
     """Figures, ratios and target verdicts: into ``results`` (``figures``, ``targets``) and printed."""
     figures: dict[str, Any] = {}
+    replay = results.get("replay")
+    if replay:
+        figures["replay_events_per_s"] = replay["events_per_s"]
+        figures["replay_peak_rss_mb"] = replay["peak_rss_mb"]
     kc = results.get("kafka_ceiling") or {}
     if "publish_msgs_per_s" in kc:
         figures["kafka_publish_msgs_per_s"] = kc["publish_msgs_per_s"]
@@ -42,6 +48,10 @@ def summarize(results: dict[str, Any], counts: list[int], events: int) -> None:
     if lat:
         for q in ("p50", "p95", "p99"):
             figures[f"latency_{q}_ms"] = lat[f"{q}_ms"]
+    low = results.get("latency_capacity")
+    if low:
+        figures["latency_capacity_rate"] = low["achieved_rate"]
+        figures["latency_capacity_p99_ms"] = low["p99_ms"]
     naive = results.get("naive")
     if naive:
         figures["naive_events_per_s"] = naive["events_per_s"]
@@ -101,7 +111,21 @@ def summarize(results: dict[str, Any], counts: list[int], events: int) -> None:
     }
     results["targets"] = targets
 
+    ratios = compute_ratios(results)
+    results["ratios"] = ratios
+    results["ratio_targets"] = ratio_targets(ratios)
+    print_ratios(ratios, results["ratio_targets"])
+
     rows: list[tuple[str, str, str]] = []
+    if replay:
+        rows.append(
+            (
+                "replay, same stream (one core)",
+                fmt_rate(replay["events_per_s"]),
+                f"peak RSS {replay['peak_rss_mb']:,.0f} MB; `session-tally replay` in a child process, its "
+                f"{replay['startup_s']:.2f} s start-up included",
+            )
+        )
     if "kafka_publish_msgs_per_s" in figures:
         rows.append(
             ("Kafka publish (idempotent, acks=all)", fmt_rate(figures["kafka_publish_msgs_per_s"], "msg/s"), "")
@@ -147,6 +171,14 @@ def summarize(results: dict[str, Any], counts: list[int], events: int) -> None:
                 + (f" ({targets['latency_p99_ms']['note']})" if targets["latency_p99_ms"]["note"] else ""),
             )
         )
+    if low:
+        rows.append(
+            (
+                f"latency @ {low['achieved_rate']:,} ev/s: p50/p95/p99",
+                f"{low['p50_ms']:.0f} / {low['p95_ms']:.0f} / {low['p99_ms']:.0f} ms",
+                f"{low['capacity_fraction']:.0%} of capacity {low['capacity_events_per_s']:,} events/s",
+            )
+        )
     if naive:
         rows.append(("naive (batch size 1): end to end", fmt_rate(naive["events_per_s"]), ""))
         rows.append(("naive (batch size 1): worker only", fmt_rate(naive["worker_events_per_s"]), ""))
@@ -172,8 +204,11 @@ def summarize(results: dict[str, Any], counts: list[int], events: int) -> None:
                 f"<= {TARGET_RSS_MB:g} MB: {t['verdict']}" + (f" ({t['note']})" if t["note"] else ""),
             )
         )
-    say("\n== results")
+    say("\n== results (absolute figures: they move with the machine)")
     width = max(len(r[0]) for r in rows) if rows else 10
     vwidth = max(len(r[1]) for r in rows) if rows else 10
     for name, value, note in rows:
         say(f"  {name:<{width}}  {value:>{vwidth}}  {note}".rstrip())
+    machine = results.get("machine") or {}
+    if machine:
+        say(f"  measured on: {machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('python')}")

@@ -27,12 +27,13 @@ class WorkerPool:
         self.peak_rss_mb: list[float] = []
         self.exit_codes: list[int] = []
 
-    def start(self, count: int, settings: Settings, batch_size: int, clock: str | None) -> float:
-        """Start ``count`` workers; returns the wall-clock time (s) just before the first one started."""
+    def start(self, count: int, settings: Settings, batch_size: int, clock: str | None, http: bool = False) -> float:
+        """Start ``count`` workers; returns the wall-clock time (s) just before the first one started. With
+        ``http`` each serves /metrics on a free loopback port (named in its "ready" line), else none."""
         env = dict(os.environ) | settings.as_env() | {"PYTHONUNBUFFERED": "1"}
         args = [
-            sys.executable, "-m", "session_tally", "worker",
-            "--http-port", "-1", "--log-level", "WARNING", "--batch-size", str(batch_size),
+            sys.executable, "-m", "session_tally", "worker", "--http-host", "127.0.0.1",
+            "--http-port", "0" if http else "-1", "--log-level", "WARNING", "--batch-size", str(batch_size),
         ]  # fmt: skip
         if clock:
             args += ["--clock", clock]

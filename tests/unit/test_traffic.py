@@ -384,10 +384,39 @@ def test_bench_replay_smoke(tmp_path: Path) -> None:
     assert re.search(r"replay: 3,000 events in [\d.]+ s = [\d,]+ events/s, peak RSS [\d,.]+ MB", done.stdout)
     assert re.search(r"\d[\d,]* tallies, \d[\d,]* meetings, \d[\d,]* rejected", done.stdout)
     assert "cores" in done.stdout and "Python" in done.stdout
+    ratio_line = r"ratio: replay / json\.loads = [\d.]+ \(target >= 0\.40: (target met|below target)\)"
+    assert re.search(ratio_line, done.stdout)
+    baseline_line = r"json\.loads of every line of the same file: 3,000 lines in [\d.]+ s = [\d,]+ lines/s"
+    assert re.search(baseline_line, done.stdout)
     result = json.loads(out.read_text())
     assert result["events"] == 3000 and result["events_per_s"] > 0 and result["peak_rss_mb"] > 0
     assert result["tallies"] > 0 and result["meetings"] > 0 and result["rejected"] > 0
+    assert result["profile"] == "default"
+    assert result["json_loads"]["lines"] == 3000 and result["json_loads"]["peak_rss_mb"] > 0
+    for key in ("json_loads_lines_per_s", "ratio_replay_to_json_loads", "rejected_fraction"):
+        assert isinstance(result[key], int | float) and result[key] > 0, (key, result[key])
     assert kept.read_bytes().count(b"\n") == 3000
+
+
+def test_heavy_profile_has_all_paths_and_about_15_percent_rejected() -> None:
+    """`bench replay --profile heavy`: 10,000 paths whatever the length, 11 % bad input, about 15 % of the
+    lines rejected (issue 13's heavier stream). The fraction is a property of the generated stream, not a
+    timing."""
+    from domain.replay import replay
+    from session_tally.bench.baseline import HEAVY_PATHS, traffic_config
+
+    cfg = traffic_config("heavy", 1, 20_000)
+    assert cfg.paths == HEAVY_PATHS and cfg.meetings * 10 == 20_000  # the generator scales nothing down
+    tagged = list(generate_tagged(cfg, 20_000))
+    paths = {m for t in tagged for m in re.findall(rb'"path_id":"([^"]+)"', t.record.value)}
+    assert len(paths) > 5_000  # most of the 10,000 paths appear in a stream of 20,000 events
+    bad = sum(t.kind.startswith("bad:") for t in tagged) / len(tagged)
+    assert 0.09 <= bad <= 0.13, bad
+    rejected = len(replay([t.record.value for t in tagged], tagged[-1].at)["rejected"]) / len(tagged)
+    assert 0.12 <= rejected <= 0.19, rejected
+    assert traffic_config("default", 1, 20_000).bad_fraction == 0.02
+    with pytest.raises(ValueError, match="unknown profile"):
+        traffic_config("huge", 1, 10)
 
 
 def test_two_simulate_runs_against_one_state_do_not_collide() -> None:
