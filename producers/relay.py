@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from producers.kafka_access import KafkaTarget, kafka_options
 from producers.kafka_client import throttle_metadata_updates
+from producers.routing import murmur2_hash
 from storage import outbox
 from storage.messages import LANES, REJECTED, load_headers, removed_headers, removed_key, without_original
 
@@ -55,6 +56,7 @@ class Relay:
         self.published = 0
         self._refused = False  # the broker refused a batch: replace the producer before the next round
         self._partitions: dict[str, tuple[int, float]] = {}  # topic -> (partition count, read at)
+        self._hashes: dict[bytes, int] = {}  # key -> murmur2 hash (pure Python: worth remembering)
         self.last_published_at = time.monotonic()
 
     @classmethod
@@ -188,15 +190,13 @@ class Relay:
     async def _batches(self, rows: list[Any]) -> tuple[list[tuple[str, int, Any, list[int]]], list[int]]:
         """(topic, partition, BatchBuilder, row indexes) in the order the batches must be sent, and the
         rows no batch takes (larger than a batch on their own: sent one by one)."""
-        from producers.routing import murmur2_partition
-
         open_batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
         out: list[tuple[str, int, Any, list[int]]] = []
         alone: list[int] = []
         for i, r in enumerate(rows):
             topic = self.topics[r.topic]
             count = await self._partition_count(topic)
-            partition = murmur2_partition(r.key, count) if r.key is not None else r.lane % count
+            partition = self._partition_of(r.key, count) if r.key is not None else r.lane % count
             where = (topic, partition)
             current = open_batches.get(where)
             headers = load_headers(r.headers)
@@ -210,6 +210,16 @@ class Relay:
             open_batches[where] = (builder, [i])
             out.append((topic, partition, builder, open_batches[where][1]))
         return out, alone
+
+    def _partition_of(self, key: bytes, count: int) -> int:
+        """``murmur2_partition(key, count)``, the hash remembered per key (paths and meetings recur; the
+        memory is emptied at 200,000 keys, so it stays a few tens of MB at most)."""
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= 200_000:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2_hash(key)
+        return hashed % count
 
     async def _partition_count(self, topic: str) -> int:
         """The topic's partition count (read again every minute: partitions can be added)."""

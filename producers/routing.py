@@ -13,11 +13,16 @@ from domain.events import ADMIN_TYPES
 TopicKind = Literal["admin", "path"]
 
 
-def murmur2_partition(key: bytes, partitions: int) -> int:
-    """The partition of ``key`` among ``partitions`` with the murmur2 partitioner (Kafka's Java default)."""
+def murmur2_hash(key: bytes) -> int:
+    """The positive murmur2 hash of ``key`` that Kafka's Java default partitioner takes modulo the count."""
     from aiokafka.partitioner import murmur2
 
-    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
+    return int(murmur2(key) & 0x7FFFFFFF)
+
+
+def murmur2_partition(key: bytes, partitions: int) -> int:
+    """The partition of ``key`` among ``partitions`` with the murmur2 partitioner (Kafka's Java default)."""
+    return murmur2_hash(key) % partitions
 
 
 _PATH_ID_RE = re.compile(rb'"path_id"\s*:\s*"([^"\\]*)"')
