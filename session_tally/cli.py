@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "session_tally.commands.demo",
     "session_tally.commands.web",
     "session_tally.commands.bench",
+    "session_tally.commands.config",
 ]
 
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from producers import kafka_errors
+    from session_tally.settings_fields import SettingsError
 
     kafka_errors.install()  # remembers why a Kafka connection failed, for the one-line message
     parser = build_parser()
@@ -68,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except SettingsError as exc:  # a variable (or flag) with a value that cannot work: one line, no traceback
+        print(f"session-tally: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
         unreachable = _unreachable_service(exc)
         if unreachable is None:
@@ -83,14 +88,13 @@ def _unreachable_service(exc: BaseException) -> str | None:
     from sqlalchemy.exc import OperationalError
 
     from producers.kafka_errors import kafka_problem
-    from session_tally.config import SettingsError
     from session_tally.topics import TopicsError
 
     hint = "start the services (`make up`, then `. .services/env`) or set KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL"
     if isinstance(exc, OperationalError):
         first = str(exc.orig or exc).strip().splitlines()[0]
         return f"cannot reach PostgreSQL: {first}; {hint}"
-    if isinstance(exc, SettingsError | TopicsError):
+    if isinstance(exc, TopicsError):
         return str(exc)
     return kafka_problem(exc)
 
