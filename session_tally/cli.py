@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 # the command modules, in the order --help lists them
 COMMAND_MODULES = [
@@ -31,7 +33,9 @@ COMMAND_MODULES = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; the flags that override settings only for the command ``argv`` runs (for
+    every command when ``argv`` is None)."""
     parser = argparse.ArgumentParser(
         prog="session-tally",
         description=(
@@ -51,15 +55,30 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    _add_setting_flags(sub, argv)
     return parser
+
+
+def _add_setting_flags(sub: Any, argv: Sequence[str] | None) -> None:
+    """A command that declares ``set_defaults(setting_flags=NAME)`` gets the flags session_tally/config.py
+    declares for NAME (``--batch-size`` and the others). Building them imports pydantic-settings, which
+    `replay` and the other commands do without, so only the command being run gets them."""
+    wanted = None if argv is None else next((arg for arg in argv if not arg.startswith("-")), "")
+    for name, command in sub.choices.items():
+        declared = command.get_default("setting_flags")
+        if declared and (wanted is None or name == wanted):
+            from session_tally.config import Settings
+            from session_tally.settings_fields import add_setting_flags
+
+            add_setting_flags(command, declared, Settings)
 
 
 def main(argv: list[str] | None = None) -> int:
     from producers import kafka_errors
-    from session_tally.settings_fields import SettingsError
 
     kafka_errors.install()  # remembers why a Kafka connection failed, for the one-line message
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
@@ -70,16 +89,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    except SettingsError as exc:  # a variable (or flag) with a value that cannot work: one line, no traceback
-        print(f"session-tally: {exc}", file=sys.stderr)
-        return 2
     except Exception as exc:
+        if _is_settings_error(exc):  # a variable with a value that cannot work: one line, no traceback
+            print(f"session-tally: {exc}", file=sys.stderr)
+            return 2
         unreachable = _unreachable_service(exc)
         if unreachable is None:
             raise
         print(f"session-tally {args.command}: {unreachable}", file=sys.stderr)
         return 2
     return int(result or 0)
+
+
+def _is_settings_error(exc: BaseException) -> bool:
+    from session_tally.settings_fields import SettingsError
+
+    return isinstance(exc, SettingsError)
 
 
 def _unreachable_service(exc: BaseException) -> str | None:

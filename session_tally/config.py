@@ -12,8 +12,9 @@ Invariants:
 - ``Settings.as_env()`` gives the variables that make ``Settings.from_env()`` in a child process equal
   these settings.
 
-``Settings(...)`` reads the environment for every field it is not given (pydantic-settings);
-``Settings.from_env()`` is the same with the one-line error. The local-services tooling's variables
+``Settings(...)`` is the defaults and what it is given; ``Settings.from_env()`` reads the environment
+(with pydantic-settings, session_tally/settings_env.py) and raises the one-line error. The
+local-services tooling's variables
 (``services up``) are documented by :class:`LocalServices`, a class of their own, so that a typo there
 never stops a worker.
 """
@@ -24,18 +25,15 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from producers.kafka_access import KafkaAccess, KafkaSecurity, KafkaSettingsError
 from session_tally.settings_fields import (
     BadSetting,
-    EnvironmentByName,
     SettingsError,
     as_env,
     explain,
     flag_overrides,
     read_model,
-    reading,
     variable,
 )
 
@@ -56,7 +54,8 @@ DEFAULT_DATABASE_URL = "postgresql+psycopg://session_tally:session_tally@127.0.0
 TOPIC_CHARS = r"^[A-Za-z0-9._-]*$"
 TOPIC_RULE = "must be made of letters, digits, '.', '_' and '-'"
 
-_MODEL = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True, extra="forbid")
+# defer_build: the validators are built when first used, not when the command line is built
+_MODEL = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True, extra="forbid", defer_build=True)
 
 
 class Topics(BaseModel):
@@ -324,10 +323,10 @@ class WebSettings(BaseModel):
     )
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Everything a session-tally process is configured with (see the module docstring)."""
 
-    model_config = SettingsConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True, extra="forbid")
+    model_config = _MODEL
 
     kafka_bootstrap_servers: str = variable(
         "KAFKA_BOOTSTRAP_SERVERS",
@@ -401,24 +400,13 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """What the constructor is given, then the environment (each variable by its own name)."""
-        return (init_settings, EnvironmentByName(settings_cls))
-
-    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """The settings of the environment (``os.environ`` unless given); :class:`SettingsError` (one line
         naming the variable) when a value cannot work."""
+        from session_tally.settings_env import read
+
         try:
-            with reading(environ):
-                return cls()
+            return read(cls, environ)
         except ValidationError as exc:
             raise SettingsError(explain(exc, cls)) from None
 
@@ -437,10 +425,10 @@ class Settings(BaseSettings):
         for name, change in changes.items():
             current = values.get(name)
             if isinstance(change, dict) and isinstance(current, BaseModel):
-                change = type(current)(**{**dict(current), **change})
+                change = {**dict(current), **change}
             values[name] = change
         try:
-            return type(self)(**values)
+            return type(self).model_validate(values)
         except ValidationError as exc:
             raise SettingsError(explain(exc, type(self))) from None
 
@@ -455,11 +443,11 @@ class Settings(BaseSettings):
         return as_env(self)
 
 
-class LocalServices(BaseSettings):
+class LocalServices(BaseModel):
     """The variables of the local-services tooling (`session-tally services`, `make up`), documented with
     the others; session_tally/localsvc reads them."""
 
-    model_config = SettingsConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True, extra="forbid")
+    model_config = _MODEL
 
     services_dir: str = variable(
         "SESSION_TALLY_SERVICES_DIR", ".services", "data, logs, pids and `env` of `services up`"
@@ -476,24 +464,14 @@ class LocalServices(BaseSettings):
     )
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, EnvironmentByName(settings_cls))
-
-    @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LocalServices:
+        from session_tally.settings_env import read
+
         try:
-            with reading(environ):
-                return cls()
+            return read(cls, environ)
         except ValidationError as exc:
             raise SettingsError(explain(exc, cls)) from None
 
 
 # every settings class, in the order README's table lists them
-SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (Settings, LocalServices)
+SETTINGS_CLASSES: tuple[type[BaseModel], ...] = (Settings, LocalServices)

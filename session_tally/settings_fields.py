@@ -9,14 +9,14 @@ Invariants:
   states the rule the field keeps (:func:`explain`), whichever check failed: the type, a bound, or a
   rule across fields.
 
-Nothing here knows a particular variable; config.py declares them with :func:`variable`.
+Nothing here knows a particular variable; config.py declares them with :func:`variable`. Nothing here
+imports pydantic-settings either (session_tally/settings_env.py does, when the environment is read), so
+that building the command line stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import contextvars
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +24,6 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_settings import PydanticBaseSettingsSource
 
 MASK = "***"
 M = TypeVar("M", bound=BaseModel)
@@ -141,45 +140,14 @@ def pick(model: type[BaseModel], environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-_ENVIRON: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("environ", default=None)
-
-
-@contextlib.contextmanager
-def reading(environ: Mapping[str, str] | None) -> Iterator[None]:
-    """Settings built inside read ``environ`` instead of ``os.environ`` (when given)."""
-    token = _ENVIRON.set(environ)
-    try:
-        yield
-    finally:
-        _ENVIRON.reset(token)
-
-
-def _environ() -> Mapping[str, str]:
+def read_model(model: type[M], environ: Mapping[str, str] | None = None) -> M:
+    """A nested settings model (no other source than the environment); :class:`SettingsError` if bad."""
     import os
 
-    given = _ENVIRON.get()
-    return os.environ if given is None else given
-
-
-def read_model(model: type[M], environ: Mapping[str, str] | None = None) -> M:
-    """``model`` (a nested settings model) from the environment alone; :class:`SettingsError` if bad."""
     try:
-        return model.model_validate(pick(model, _environ() if environ is None else environ))
+        return model.model_validate(pick(model, os.environ if environ is None else environ))
     except ValidationError as exc:
         raise SettingsError(explain(exc, model)) from None
-
-
-class EnvironmentByName(PydanticBaseSettingsSource):
-    """pydantic-settings' source for session-tally: each variable by its own name, nested models included.
-
-    (pydantic-settings' own environment source reads a nested model's fields only as
-    ``PARENT__FIELD``, which would rename every variable the project has always had.)"""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ reads every field at once
-
-    def __call__(self) -> dict[str, Any]:
-        return pick(self.settings_cls, _environ())
 
 
 def as_text(value: Any) -> str:

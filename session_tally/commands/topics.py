@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
-from session_tally.config import Settings
-from session_tally.settings_fields import add_setting_flags
-from session_tally.topics import TopicsReport, reconcile_topics, wanted_topics
+if TYPE_CHECKING:  # imported where used: building the command line must not load the settings class
+    from session_tally.topics import TopicsReport
 
 
 def _print_report(report: TopicsReport) -> None:
@@ -28,6 +28,8 @@ def _print_report(report: TopicsReport) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from producers.kafka_errors import kafka_problem
+    from session_tally.config import Settings
+    from session_tally.topics import reconcile_topics, wanted_topics
 
     settings = Settings.from_command_line(args)  # --partitions and the others override their variables
     kafka = settings.kafka
@@ -73,9 +75,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("action", choices=["create", "check"])
-    add_setting_flags(parser, "topics", Settings)  # --partitions, --replication-factor, ...
     parser.add_argument("--output-partitions", type=int, default=6, help="partitions of each output topic")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, setting_flags="topics")  # --partitions, --replication-factor, ...: cli.py
 
 
 TOPICS_EXAMPLES = """\

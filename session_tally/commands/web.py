@@ -33,17 +33,13 @@ def register(sub: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from session_tally.config import Settings
-    from session_tally.settings_fields import add_setting_flags
-
-    add_setting_flags(p, "web", Settings)  # --host, --port, --users
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(
         "--hash-password",
         action="store_true",
         help="read a password from stdin, print its scrypt hash for a users file, and exit",
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, setting_flags="web")  # --host, --port, --users: cli.py adds them
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,9 +24,6 @@ A bad value (flag or variable) stops the worker at once with one line naming it,
 
 
 def register(sub: Any) -> None:
-    from session_tally.config import Settings
-    from session_tally.settings_fields import add_setting_flags
-
     p = sub.add_parser(
         "worker",
         help="run one member of the consumer group (consumers + relay + clock)",
@@ -39,9 +36,8 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--clock", metavar="T", help="freeze the clock at T (RFC 3339); default: wall clock")
-    add_setting_flags(p, "worker", Settings)
     p.add_argument("--log-level", default="INFO")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, setting_flags="worker")  # --batch-size and the others: cli.py adds them
 
     q = sub.add_parser(
         "producers",
@@ -49,9 +45,8 @@ def register(sub: Any) -> None:
         description="Run the producer side of a worker until SIGTERM/SIGINT (started by `session-tally worker`).",
     )
     q.add_argument("--clock", metavar="T", help="freeze the clock at T (RFC 3339)")
-    add_setting_flags(q, "producers", Settings)
     q.add_argument("--log-level", default="INFO")
-    q.set_defaults(func=run_producers)
+    q.set_defaults(func=run_producers, setting_flags="producers")  # --graceful-timeout
 
 
 def run(args: argparse.Namespace) -> int:
