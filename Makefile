@@ -7,10 +7,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 ST := $(BIN)/session-tally
 
-.PHONY: help venv up down status topics test lint demo bench campaign campaign-quick
+.PHONY: help venv constraints up down status topics test lint demo bench campaign campaign-quick
 
 help:
-	@echo "make venv    create .venv (python3.11) and pip install -e '.[test]' (again when pyproject.toml changes)"
+	@echo "make venv    create .venv (python3.11) and pip install -e '.[test]' -c constraints.txt (again when"
+	@echo "             pyproject.toml or constraints.txt change): exactly the versions the tests ran against"
+	@echo "make constraints  re-resolve the newest versions pyproject.toml allows, in a fresh venv, into constraints.txt"
 	@echo "make up      start Kafka (127.0.0.1:9092) and PostgreSQL (127.0.0.1:54320); writes .services/env"
 	@echo "make down    stop what 'make up' started"
 	@echo "make status  show whether the services run (exit 3 when not both)"
@@ -23,14 +25,28 @@ help:
 	@echo "make campaign        the fault campaign at full size, about 1.5 hours (CAMPAIGN_ARGS=..., e.g. --only soak)"
 	@echo "make campaign-quick  the fault campaign's quick set (what CI runs), a few minutes"
 
-# The stamp is newer than pyproject.toml once the install succeeded; a failed install leaves no stamp.
-$(VENV)/.installed: pyproject.toml
+# The stamp is newer than pyproject.toml and constraints.txt once the install succeeded; a failed install
+# leaves no stamp. constraints.txt pins every dependency (runtime and test) to the versions tested.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	@touch $@
 
 venv: $(VENV)/.installed
+
+# A fresh venv resolves what pyproject.toml allows (newest versions), and its `pip freeze` becomes
+# constraints.txt; then `make venv` installs exactly that. Run the tests before committing the result.
+CONSTRAINTS_VENV := .venv-constraints
+constraints:
+	rm -rf $(CONSTRAINTS_VENV)
+	$(PYTHON) -m venv $(CONSTRAINTS_VENV)
+	$(CONSTRAINTS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CONSTRAINTS_VENV)/bin/python -m pip install -q -e '.[test]'
+	{ sed -n '/^#/p' constraints.txt; $(CONSTRAINTS_VENV)/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(CONSTRAINTS_VENV)
+	@echo "constraints.txt rewritten: review the diff, run 'make venv' and the tests, commit"
 
 up: venv
 	$(ST) services up

@@ -57,19 +57,21 @@ class KafkaSecurity:
         return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
 
     def validate(self) -> KafkaSecurity:
-        """``self`` when the settings are coherent; else :class:`KafkaSettingsError` saying what to fix."""
+        """``self`` when the settings are coherent; else :class:`KafkaSettingsError` saying what to fix, as
+        ``VARIABLE='value': the rule`` (session_tally.config prints it after "bad setting")."""
         if self.protocol not in PROTOCOLS:
-            raise KafkaSettingsError(f"KAFKA_SECURITY_PROTOCOL={self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+            raise KafkaSettingsError(
+                f"KAFKA_SECURITY_PROTOCOL={self.protocol!r}: must be one of {', '.join(PROTOCOLS)}"
+            )
         if self.uses_sasl:
             if self.sasl_mechanism not in MECHANISMS:
-                given = " is not set" if not self.sasl_mechanism else f"={self.sasl_mechanism!r} is not supported"
                 raise KafkaSettingsError(
-                    f"KAFKA_SASL_MECHANISM{given}: with KAFKA_SECURITY_PROTOCOL={self.protocol} it must be one of "
-                    f"{', '.join(MECHANISMS)}"
+                    f"KAFKA_SASL_MECHANISM={self.sasl_mechanism or ''!r}: with KAFKA_SECURITY_PROTOCOL={self.protocol} "
+                    f"it must be one of {', '.join(MECHANISMS)}"
                 )
             if not self.sasl_username or self.sasl_password is None:
                 raise KafkaSettingsError(
-                    f"KAFKA_SECURITY_PROTOCOL={self.protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD "
+                    f"KAFKA_SECURITY_PROTOCOL={self.protocol!r}: needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD "
                     "(or KAFKA_SASL_PASSWORD_FILE)"
                 )
         if self.uses_ssl:
@@ -79,9 +81,9 @@ class KafkaSecurity:
                 ("KAFKA_SSL_KEYFILE", self.ssl_keyfile),
             ):
                 if path and not Path(path).is_file():
-                    raise KafkaSettingsError(f"{variable}={path}: no such file")
+                    raise KafkaSettingsError(f"{variable}={path!r}: no such file")
             if self.ssl_keyfile and not self.ssl_certfile:
-                raise KafkaSettingsError("KAFKA_SSL_KEYFILE is set without KAFKA_SSL_CERTFILE")
+                raise KafkaSettingsError(f"KAFKA_SSL_KEYFILE={self.ssl_keyfile!r}: needs KAFKA_SSL_CERTFILE as well")
         return self
 
     def ssl_context(self) -> ssl.SSLContext | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 # the command modules, in the order --help lists them
 COMMAND_MODULES = [
@@ -30,10 +32,13 @@ COMMAND_MODULES = [
     "session_tally.commands.demo",
     "session_tally.commands.web",
     "session_tally.commands.bench",
+    "session_tally.commands.config",
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; the flags that override settings only for the command ``argv`` runs (for
+    every command when ``argv`` is None)."""
     parser = argparse.ArgumentParser(
         prog="session-tally",
         description=(
@@ -53,14 +58,30 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    _add_setting_flags(sub, argv)
     return parser
+
+
+def _add_setting_flags(sub: Any, argv: Sequence[str] | None) -> None:
+    """A command that declares ``set_defaults(setting_flags=NAME)`` gets the flags session_tally/config.py
+    declares for NAME (``--batch-size`` and the others). Building them imports pydantic-settings, which
+    `replay` and the other commands do without, so only the command being run gets them."""
+    wanted = None if argv is None else next((arg for arg in argv if not arg.startswith("-")), "")
+    for name, command in sub.choices.items():
+        declared = command.get_default("setting_flags")
+        if declared and (wanted is None or name == wanted):
+            from session_tally.config import Settings
+            from session_tally.settings_fields import add_setting_flags
+
+            add_setting_flags(command, declared, Settings)
 
 
 def main(argv: list[str] | None = None) -> int:
     from producers import kafka_errors
 
     kafka_errors.install()  # remembers why a Kafka connection failed, for the one-line message
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
@@ -72,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        if _is_settings_error(exc):  # a variable with a value that cannot work: one line, no traceback
+            print(f"session-tally: {exc}", file=sys.stderr)
+            return 2
         unreachable = _unreachable_service(exc)
         if unreachable is None:
             raise
@@ -80,13 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     return int(result or 0)
 
 
+def _is_settings_error(exc: BaseException) -> bool:
+    from session_tally.settings_fields import SettingsError
+
+    return isinstance(exc, SettingsError)
+
+
 def _unreachable_service(exc: BaseException) -> str | None:
     """A one-line explanation when ``exc`` says PostgreSQL or Kafka cannot be reached or used, or that a
     setting cannot work (else None)."""
     from sqlalchemy.exc import OperationalError
 
     from producers.kafka_errors import kafka_problem
-    from session_tally.config import SettingsError
     from session_tally.endpoint import EndpointError
     from session_tally.topics import TopicsError
 
@@ -94,7 +123,7 @@ def _unreachable_service(exc: BaseException) -> str | None:
     if isinstance(exc, OperationalError):
         first = str(exc.orig or exc).strip().splitlines()[0]
         return f"cannot reach PostgreSQL: {first}; {hint}"
-    if isinstance(exc, SettingsError | TopicsError | EndpointError):
+    if isinstance(exc, TopicsError | EndpointError):
         return str(exc)
     return kafka_problem(exc)
 

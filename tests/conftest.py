@@ -4,7 +4,9 @@ Where the services come from, in this order:
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` from the environment (``session-tally services up``
    writes them to ``.services/env``; ``make test`` loads that file);
-2. else, when a Docker engine answers, throwaway testcontainers;
+2. else, when a Docker engine answers, throwaway containers of docker-compose.yml's own ``kafka`` and
+   ``postgres`` services (tests/compose_services.py: the same apache/kafka image and KRaft settings, the
+   same postgres image and options);
 3. else the test FAILS (not skips) and says how to start the services.
 
 Only tests that request these fixtures need the services: pure unit tests run anywhere. Each test gets
@@ -48,12 +50,10 @@ def kafka_bootstrap() -> Iterator[str]:
             f"KAFKA_BOOTSTRAP_SERVERS is not set and no Docker engine answers: {START_SERVICES_HINT}",
             pytrace=False,
         )
-    try:
-        from testcontainers.community.kafka import KafkaContainer
-    except ImportError:  # testcontainers < 4.15
-        from testcontainers.kafka import KafkaContainer
-    with KafkaContainer().with_kraft() as kafka:
-        yield kafka.get_bootstrap_server()
+    from tests.compose_services import kafka_container
+
+    with kafka_container() as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture(scope="session")
@@ -65,12 +65,10 @@ def database_url() -> Iterator[str]:
         return
     if not _docker_engine_answers():
         pytest.fail(f"DATABASE_URL is not set and no Docker engine answers: {START_SERVICES_HINT}", pytrace=False)
-    try:
-        from testcontainers.community.postgres import PostgresContainer
-    except ImportError:  # testcontainers < 4.15
-        from testcontainers.postgres import PostgresContainer
-    with PostgresContainer("postgres:16", driver="psycopg") as postgres:
-        yield postgres.get_connection_url()
+    from tests.compose_services import postgres_container
+
+    with postgres_container() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -148,11 +148,11 @@ def with_prefix(prefix: str, outputs_prefix: str | None = None) -> Topics:
     names = Topics()
     out = prefix if outputs_prefix is None else outputs_prefix
     return Topics(
-        admin_events=prefix + names.admin_events,
-        path_events=prefix + names.path_events,
-        path_tallies=out + names.path_tallies,
-        meeting_statuses=out + names.meeting_statuses,
-        rejected=out + names.rejected,
+        admin_topic=prefix + names.admin_topic,
+        path_topic=prefix + names.path_topic,
+        tallies_topic=out + names.tallies_topic,
+        statuses_topic=out + names.statuses_topic,
+        rejected_topic=out + names.rejected_topic,
     )
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
-from session_tally.config import Settings
-from session_tally.topics import TopicsReport, reconcile_topics, wanted_topics
+if TYPE_CHECKING:  # imported where used: building the command line must not load the settings class
+    from session_tally.topics import TopicsReport
 
 
 def _print_report(report: TopicsReport) -> None:
@@ -26,18 +27,19 @@ def _print_report(report: TopicsReport) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from producers.kafka_errors import kafka_problem
+    from session_tally.config import Settings
+    from session_tally.topics import reconcile_topics, wanted_topics
 
-    settings = Settings.from_env()
+    settings = Settings.from_command_line(args)  # --partitions and the others override their variables
     kafka = settings.kafka
-    if args.bootstrap_servers:
-        kafka = replace(kafka, bootstrap_servers=args.bootstrap_servers)
-    input_partitions = args.partitions if args.partitions is not None else settings.input_partitions
-    factor = args.replication_factor if args.replication_factor is not None else settings.replication_factor
-    min_isr = args.min_insync_replicas if args.min_insync_replicas is not None else settings.min_insync_replicas
-    specs = wanted_topics(settings.topics, input_partitions, args.output_partitions, factor, min_isr)
+    specs = wanted_topics(
+        settings.topics,
+        settings.input_partitions,
+        args.output_partitions,
+        settings.replication_factor,
+        settings.min_insync_replicas,
+    )
     try:
         report = asyncio.run(reconcile_topics(kafka, specs, create=args.action == "create"))
     except Exception as exc:  # connection refused, refused credentials, timeouts: say what to do
@@ -73,30 +75,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("action", choices=["create", "check"])
-    parser.add_argument(
-        "--partitions",
-        type=int,
-        default=None,
-        help="partitions of each input topic (default: $SESSION_TALLY_INPUT_PARTITIONS or 6)",
-    )
     parser.add_argument("--output-partitions", type=int, default=6, help="partitions of each output topic")
-    parser.add_argument(
-        "--replication-factor",
-        type=int,
-        default=None,
-        metavar="N",
-        help="replicas of each partition (default: $SESSION_TALLY_REPLICATION_FACTOR, else 3 or the number of "
-        "brokers when fewer)",
-    )
-    parser.add_argument(
-        "--min-insync-replicas",
-        type=int,
-        default=None,
-        metavar="M",
-        help="min.insync.replicas of each topic (default: $SESSION_TALLY_MIN_INSYNC_REPLICAS, else the cluster's)",
-    )
-    parser.add_argument("--bootstrap-servers", default=None, help="default: $KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, setting_flags="topics")  # --partitions, --replication-factor, ...: cli.py
 
 
 TOPICS_EXAMPLES = """\

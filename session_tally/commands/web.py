@@ -33,21 +33,13 @@ def register(sub: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--host", default=None, help="address to listen on (default $SESSION_TALLY_WEB_HOST or 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default $SESSION_TALLY_WEB_PORT or 8000)")
-    p.add_argument(
-        "--users",
-        metavar="FILE",
-        default=None,
-        help="users file, TOML (default $SESSION_TALLY_WEB_USERS, else the demo users web/demo_users.toml)",
-    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(
         "--hash-password",
         action="store_true",
         help="read a password from stdin, print its scrypt hash for a users file, and exit",
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, setting_flags="web")  # --host, --port, --users: cli.py adds them
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,14 +57,14 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from session_tally.config import Settings, WebSettings
+    from session_tally.config import Settings
     from web.app import create_app
     from web.users import Users
 
-    web = WebSettings.from_env()
-    host = args.host or web.host
-    port = web.port if args.port is None else args.port
-    users_file = args.users or web.users_file or str(DEMO_USERS)
+    settings = Settings.from_command_line(args)  # the flags override their variables
+    web = settings.web
+    host, port = web.host, web.port
+    users_file = web.users_file or str(DEMO_USERS)
     try:
         users = Users.load(users_file)
     except UsersFileError as exc:
@@ -80,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if Path(users_file).resolve() == DEMO_USERS:
         print("session-tally web: signing in with the DEMO users (web/demo_users.toml); use --users for real ones")
-    settings = Settings.from_env()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings, users, secret=web.secret or None)
     print(f"session-tally web: http://{host}:{port}/ ({len(users)} users from {users_file})", flush=True)

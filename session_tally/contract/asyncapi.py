@@ -144,7 +144,7 @@ def _output_messages() -> dict[str, dict[str, Any]]:
 def asyncapi_document(topics: Topics | None = None) -> dict[str, Any]:
     """The whole AsyncAPI 3.0 document (a JSON-compatible dict, deterministic)."""
     topics = topics or Topics()
-    specs = {spec.name: spec for spec in wanted_topics(topics, Settings().input_partitions)}
+    specs = {spec.name: spec for spec in wanted_topics(topics, Settings.model_fields["input_partitions"].default)}
     examples: dict[str, tuple[int, dict[str, Any]]] = {}
     for line, doc in enumerate(example_events(), start=1):  # line numbers of examples/events.jsonl
         examples.setdefault(doc["type"], (line, doc))

@@ -13,7 +13,6 @@ Same stream, clock and comparison as the equivalence tests (test_pipeline_equiva
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import urllib.error
 import urllib.request
@@ -58,9 +57,7 @@ def health(http: str) -> dict[str, Any]:
 def test_database_outages_midstream_equal_replay(settings: Settings, tmp_path: Path) -> None:
     url = make_url(settings.database_url)
     with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
-        through_proxy = dataclasses.replace(
-            settings, database_url=url.set(port=proxy.port).render_as_string(hide_password=False)
-        )
+        through_proxy = settings.replace(database_url=url.set(port=proxy.port).render_as_string(hide_password=False))
         group = Group(settings, tmp_path, worker_settings=through_proxy)
         try:
             worker = group.start("w1", http_port=0)
@@ -92,7 +89,7 @@ def test_broker_restart_midstream_equal_replay(settings: Settings, tmp_path: Pat
     lines = stream()[0]
     half = len(lines) // 2
     with private_broker(tmp_path / "kafka-state") as broker:
-        on_private = dataclasses.replace(settings, kafka_bootstrap_servers=broker.bootstrap)
+        on_private = settings.replace(kafka_bootstrap_servers=broker.bootstrap)
         assert asyncio.run(ensure_topics(broker.bootstrap, on_private.topics)) == []
         first = asyncio.run(publish_lines(broker.bootstrap, on_private, lines[:half]))
         group = Group(on_private, tmp_path)

@@ -16,7 +16,6 @@ SIGKILLed (no controlled shutdown: leadership moves only once the controller fen
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import subprocess
 import sys
@@ -98,7 +97,7 @@ def test_leader_of_a_busy_partition_killed_midstream_equal_replay(
     lines = checked.stdout.splitlines()
     assert len(lines) == 5 and all("replication factor 3, min.insync.replicas 2" in line for line in lines), lines
     # the workers must not be able to weaken this: they create nothing (the topics exist) and check only
-    worker_settings = dataclasses.replace(settings, create_topics=False)
+    worker_settings = settings.replace(create_topics=False)
 
     group = Group(settings, tmp_path, worker_settings=worker_settings)
     try:

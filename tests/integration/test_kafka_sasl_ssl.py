@@ -59,9 +59,7 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKaf
 
 
 def on(settings: Settings, access: KafkaAccess) -> Settings:
-    return dataclasses.replace(
-        settings, kafka_bootstrap_servers=access.bootstrap_servers, kafka_security=access.security
-    )
+    return settings.replace(kafka_bootstrap_servers=access.bootstrap_servers, kafka_security=access.security)
 
 
 def cli(settings: Settings, *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:

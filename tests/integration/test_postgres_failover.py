@@ -17,7 +17,6 @@ redelivered and its new connections find the promoted server by themselves. Afte
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from pathlib import Path
 
@@ -43,7 +42,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def test_standby_promoted_while_the_worker_runs_equal_replay(settings: Settings, tmp_path: Path) -> None:
     with standby_pair(synchronous=True) as pair:
-        on_pair = dataclasses.replace(settings, database_url=pair.url())
+        on_pair = settings.replace(database_url=pair.url())
         group = Group(on_pair, tmp_path)
         try:
             worker = group.start("w1", http_port=0)

@@ -4,7 +4,6 @@ single-node broker (a three-node cluster with replication factor 3 is in test_ka
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import subprocess
 import sys
@@ -66,7 +65,7 @@ def test_a_worker_told_not_to_create_topics_names_the_missing_ones(fresh: Settin
     if how == "flag":
         result = cli(fresh, "worker", "--no-create-topics", *quiet)
     else:
-        result = cli(dataclasses.replace(fresh, create_topics=False), "worker", *quiet)
+        result = cli(fresh.replace(create_topics=False), "worker", *quiet)
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
@@ -82,7 +81,7 @@ def test_min_insync_replicas_is_set_and_checked(fresh: Settings) -> None:
     assert created.returncode == 0, created.stderr
     assert all("replication factor 1, min.insync.replicas 1" in line for line in created.stdout.splitlines())
     assert cli(fresh, "topics", "check", "--min-insync-replicas", "1").returncode == 0
-    stricter = cli(dataclasses.replace(fresh, min_insync_replicas=2), "topics", "check", "--replication-factor", "2")
+    stricter = cli(fresh.replace(min_insync_replicas=2), "topics", "check", "--replication-factor", "2")
     assert stricter.returncode == 1
     mismatches = [line for line in stricter.stdout.splitlines() if line.startswith("MISMATCH")]
     assert len(mismatches) == 10, stricter.stdout  # replication factor and min.insync.replicas, 5 topics each
