@@ -37,13 +37,11 @@ def kafka_target(args: argparse.Namespace) -> tuple[KafkaTarget, Topics]:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The settings of the environment with ``--bootstrap`` and ``--topic-prefix`` applied."""
-    from dataclasses import replace
-
     settings = Settings.from_env()
     if args.topic_prefix is not None:
-        settings = replace(settings, topics=Topics.from_env(args.topic_prefix))
+        settings = settings.replace(topics=Topics.from_env(args.topic_prefix))
     if args.bootstrap:
-        settings = replace(settings, kafka_bootstrap_servers=args.bootstrap)
+        settings = settings.replace(kafka_bootstrap_servers=args.bootstrap)
     return settings
 
 

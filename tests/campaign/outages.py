@@ -16,7 +16,6 @@ service being back to the first input record applied again.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import random
 import time
@@ -205,7 +204,7 @@ def run_pg(ctx: Context) -> Row:
         url = make_url(ctx.services.database_url)
         with ctx.stage(row, run_no) as stage, TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
             through = url.set(port=proxy.port).render_as_string(hide_password=False)
-            fleet = stage.fleet(worker_settings=dataclasses.replace(stage.settings, database_url=through))
+            fleet = stage.fleet(worker_settings=stage.settings.replace(database_url=through))
             figures += ride_out("pg-outage", ctx, row, stage, fleet, PostgresCut(proxy), size, rng)
     return _report(row, figures)
 

@@ -6,7 +6,6 @@ size, the apply rate reached, the lag, and how long the pipeline took to be idle
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -56,7 +55,7 @@ def run(ctx: Context) -> Row:
             through = url.set(port=proxy.port).render_as_string(hide_password=False)
             lines = spec_stream(ctx.seed + run_no, size.events)
             row.events += len(lines)
-            fleet = stage.fleet(worker_settings=dataclasses.replace(stage.settings, database_url=through))
+            fleet = stage.fleet(worker_settings=stage.settings.replace(database_url=through))
             workers = fleet.start_all(("w1", "w2"))  # started at full speed, then the database slows down
             proxy.latency_s = LATENCY_S
             rtt = round_trip_s(through)

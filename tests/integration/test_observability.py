@@ -11,7 +11,6 @@ batch waits at the admin barrier (consumers/barrier.py) until that consumer leav
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import signal
 import threading
@@ -246,9 +245,7 @@ def test_livez_stays_up_and_readyz_fails_while_postgres_is_unreachable(settings:
     url = make_url(settings.database_url)
     lines = [r.value for r in generate(TrafficConfig(seed=12, order_independent=True), 600)]
     with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
-        through_proxy = dataclasses.replace(
-            settings, database_url=url.set(port=proxy.port).render_as_string(hide_password=False)
-        )
+        through_proxy = settings.replace(database_url=url.set(port=proxy.port).render_as_string(hide_password=False))
         log = tmp_path / "worker.log"
         worker = start_worker_ex(through_proxy, log, clock=AT, park_timeout_s=3.0, http_port=0)
         try:

@@ -15,7 +15,6 @@ faults.py's TCP proxy):
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -137,7 +136,7 @@ def test_a_stopped_partition_fails_healthz_and_recovers(settings: Settings, tmp_
 def test_healthz_answers_at_once_while_postgres_hangs_or_refuses(settings: Settings, tmp_path: Path) -> None:
     url = make_url(settings.database_url)
     with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
-        proxied = dataclasses.replace(settings, database_url=url.set(port=proxy.port).render_as_string(False))
+        proxied = settings.replace(database_url=url.set(port=proxy.port).render_as_string(False))
         log = tmp_path / "worker.log"
         worker = start_worker_ex(proxied, log, clock=AT, http_port=0)
         try:
