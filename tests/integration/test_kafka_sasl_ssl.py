@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from producers.kafka_access import KafkaAccess, KafkaSecurity, kafka_options
+from producers.kafka_access import KafkaAccess, kafka_options
 from session_tally.config import Settings, Topics
 from session_tally.localsvc.kafka_tls import SecureKafka
 from tests.integration.pipeline_helpers import (
@@ -62,9 +62,12 @@ def on(settings: Settings, access: KafkaAccess) -> Settings:
     return settings.replace(kafka_bootstrap_servers=access.bootstrap_servers, kafka_security=access.security)
 
 
-def cli(settings: Settings, *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
-    """`session-tally ARGS` in a child process configured by the environment only."""
-    env = dict(os.environ) | settings.as_env()
+def cli(
+    settings: Settings, *args: str, timeout_s: float = 180, env_changes: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`session-tally ARGS` in a child process configured by the environment only (``settings``, then
+    ``env_changes``: variables that valid settings cannot hold)."""
+    env = dict(os.environ) | settings.as_env() | (env_changes or {})
     return subprocess.run(
         [sys.executable, "-m", "session_tally", *args],
         cwd=ROOT,
@@ -193,7 +196,6 @@ def test_wrong_credentials_and_certificates_are_one_line(
     assert "TLS with Kafka" in line and "certificate verify failed" in line and "KAFKA_SSL_CAFILE" in line, line
 
     # settings that cannot work are refused before connecting
-    no_mechanism = KafkaSecurity(protocol="SASL_SSL", sasl_username="alice", sasl_password="x")
-    env_settings = on(base, KafkaAccess(secure_kafka.bootstrap, no_mechanism))
-    line = one_line(cli(env_settings, "topics", "check"))
+    sasl = on(base, secure_kafka.sasl("SCRAM-SHA-256"))
+    line = one_line(cli(sasl, "topics", "check", env_changes={"KAFKA_SASL_MECHANISM": ""}))
     assert "KAFKA_SASL_MECHANISM" in line, line
