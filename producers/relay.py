@@ -13,6 +13,13 @@ Invariants:
   would fail ``OutOfOrderSequenceNumber``. After such a refusal the producer is replaced (a new producer
   id starts its sequences afresh) and out-of-order rows are sent again, never dead-lettered.
 
+- a relay that was frozen (SIGSTOP, a paused VM) after it read its rows may have lost its lane locks
+  (PostgreSQL ends a session idle in a transaction after ``IDLE_IN_TRANSACTION_S``) while another relay
+  published the same rows and newer ones: it hands nothing to Kafka more than :data:`FRESH_S` after its
+  last statement (the round is abandoned, its rows stay), so that a stale row never lands after a newer
+  version of its entity (compaction keeps the last record of a key); rows of a batch that failed for a
+  transient reason are left for the next round, never re-sent in this one.
+
 Metrics: messages published per output topic, the duration of each round that published something, and
 per message the commit -> publish latency (the row's age when read, by PostgreSQL's clock, plus the time
 from the read to Kafka's acknowledgement, by this process's monotonic clock).
@@ -33,11 +40,19 @@ from producers.kafka_access import KafkaTarget, kafka_options
 from producers.kafka_client import throttle_metadata_updates
 from producers.routing import murmur2_hash
 from storage import outbox
+from storage.db import IDLE_IN_TRANSACTION_S
 from storage.messages import LANES, REJECTED, load_headers, removed_headers, removed_key, without_original
 
 log = logging.getLogger("session_tally.relay")
 
 ROWS_PER_ROUND = 10000
+#: the longest time after its last statement that a relay still hands rows to Kafka (half the time after
+#: which PostgreSQL would end its session and release its lane locks)
+FRESH_S = IDLE_IN_TRANSACTION_S / 2
+
+
+class LanesMaybeLost(Exception):
+    """The relay was held up (frozen) after reading its rows: its lane locks may belong to another relay."""
 
 
 class Relay:
@@ -120,6 +135,13 @@ class Relay:
         started = time.monotonic()
         if self._refused:
             await self._replace_producer()
+        try:
+            return await self._round(started)
+        except LanesMaybeLost as exc:
+            log.warning("relay round abandoned, nothing deleted: %s", exc)
+            return 0
+
+    async def _round(self, started: float) -> int:
         async with self.engine.begin() as conn:
             lanes = await outbox.claim_lanes(conn)
             if not lanes:
@@ -128,7 +150,7 @@ class Relay:
             if not rows:
                 return 0
             read_at = time.monotonic()
-            done, dead, replaced = sort_outcomes(rows, await self._send_all(rows))
+            done, dead, replaced = sort_outcomes(rows, await self._send_all(rows, read_at + FRESH_S))
             acked_s = time.monotonic() - read_at
             await outbox.delete_rows(conn, done + [r.id for r, _ in dead])
             for row, error in dead:
@@ -166,24 +188,37 @@ class Relay:
         except Exception:
             log.exception("final outbox drain failed; the rows stay for the next relay")
 
-    async def _send_all(self, rows: list[Any]) -> list[BaseException | None]:
+    async def _send_all(self, rows: list[Any], fresh_until: float) -> list[BaseException | None]:
         """Send every row (one Kafka round trip for all); per row None (acknowledged) or its error.
 
         Rows go out in record batches built here, one per partition in the rows' order (the partition
         the producer's default partitioner would choose: murmur2 of the key), each with one future: far
-        fewer futures and coroutine steps than a ``send()`` per row. A batch that fails is sent again row
-        by row, so that each row gets its own answer (sort_outcomes decides per row)."""
+        fewer futures and coroutine steps than a ``send()`` per row. A batch the broker refused (a message
+        too large for the topic, say) is sent again row by row, so that each row gets its own answer
+        (sort_outcomes decides per row); a batch that failed otherwise (the broker away) keeps its error
+        for every row: they stay in the outbox. Nothing is handed to the producer after ``fresh_until``
+        (monotonic): :class:`LanesMaybeLost`."""
         outcomes: list[BaseException | None] = [None] * len(rows)
         batches, unbatched = await self._batches(rows)
-        futures = [await self.producer.send_batch(b, topic, partition=p) for (topic, p, b, _) in batches]
+        futures = []
+        for topic, partition, builder, _members in batches:
+            _still_fresh(fresh_until)
+            futures.append(await self.producer.send_batch(builder, topic, partition=partition))
         results = await asyncio.gather(*futures, return_exceptions=True)
-        failed = [i for (_t, _p, _b, members), result in zip(batches, results, strict=True)
-                  if isinstance(result, BaseException) for i in members]  # fmt: skip
-        failed = sorted(failed + unbatched)
-        if failed:
+        again = list(unbatched)
+        for (_t, _p, _b, members), result in zip(batches, results, strict=True):
+            if isinstance(result, BaseException):
+                if _refused_by_broker(result):
+                    again.extend(members)
+                else:
+                    for i in members:
+                        outcomes[i] = result
+        if again:
             if any(_refused_by_broker(r) for r in results):
                 await self._replace_producer()
-            for i, error in zip(failed, await self._send_each([rows[i] for i in failed]), strict=True):
+            again.sort()
+            _still_fresh(fresh_until)
+            for i, error in zip(again, await self._send_each([rows[i] for i in again]), strict=True):
                 outcomes[i] = error
         return outcomes
 
@@ -290,6 +325,12 @@ def _transient_kafka_errors() -> tuple[type[BaseException], ...]:
 
     # OutOfOrderSequenceNumber: our producer's state after a refused batch, not the row's fault
     return (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError, OutOfOrderSequenceNumber)
+
+
+def _still_fresh(fresh_until: float) -> None:
+    late = time.monotonic() - fresh_until
+    if late > 0:
+        raise LanesMaybeLost(f"{late + FRESH_S:.1f} s since the rows were read (limit {FRESH_S:.0f} s)")
 
 
 def sort_outcomes(
