@@ -248,10 +248,10 @@ class Relay:
 
     def _partition_of(self, key: bytes, count: int) -> int:
         """``murmur2_partition(key, count)``, the hash remembered per key (paths and meetings recur; the
-        memory is emptied at 200,000 keys, so it stays a few tens of MB at most)."""
+        memory is emptied at 20,000 keys: a few MB at most)."""
         hashed = self._hashes.get(key)
         if hashed is None:
-            if len(self._hashes) >= 200_000:
+            if len(self._hashes) >= 20_000:
                 self._hashes.clear()
             hashed = self._hashes[key] = murmur2_hash(key)
         return hashed % count
