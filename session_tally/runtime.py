@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from session_tally.config import Settings
+from session_tally.gc_tuning import tune_gc
 from session_tally.logs import announce
 
 log = logging.getLogger("session_tally.worker")
@@ -46,22 +47,6 @@ class WorkerOptions:
     stall_timeout_s: float = 120.0  # /healthz fails when records wait this long without progress
     log_level: str = "INFO"  # handed to the producers child
     log_format: str = "text"
-
-
-GC_THRESHOLDS = (50_000, 20, 100)
-
-
-def tune_gc() -> None:
-    """After start-up: the modules, caches and connections made so far are moved out of the collector's
-    sight (``gc.freeze``: never scanned again), and the youngest generation is collected every 50,000
-    allocations instead of 700. A batch allocates hundreds of thousands of short-lived objects that
-    reference counting frees; with the default thresholds the cyclic collector ran hundreds of times
-    per batch and took about a seventh of a worker's time (profiles in docs/performance.md)."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def build_clock(frozen: int | None) -> Callable[[], int]:

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(f"--at {args.at!r}: {exc}")
     progress = args.progress or sys.stderr.isatty()
-    from session_tally.runtime import tune_gc
+    from session_tally.gc_tuning import tune_gc
 
     tune_gc()  # the state grows to millions of objects without cycles: scanning them again and again is waste
     replay = Replay()
