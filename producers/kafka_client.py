@@ -40,3 +40,30 @@ def throttle_metadata_updates(client: Any, min_interval_s: float = METADATA_BACK
         return asyncio.shield(task)
 
     client.force_metadata_update = throttled
+
+
+def send_now(producer: Any, topic: str) -> bool:
+    """End the linger of ``topic``'s open batches: they go out at the sender's next turn instead of
+    ``linger_ms`` later (what aiokafka's own ``flush_for_commit`` does for a transaction, for one topic).
+
+    For a caller that is about to wait for those messages' acknowledgements (``session-tally publish``
+    waits for the admin messages before a later path message): the wait is then one round trip. Uses
+    aiokafka 0.14's accumulator internals; when they are not there, it does nothing (the batches linger,
+    the wait is longer, nothing else changes) and returns False."""
+    accumulator = getattr(producer, "_message_accumulator", None)
+    batches = getattr(accumulator, "_batches", None)
+    waiter = getattr(accumulator, "_waiter_future", None)
+    if not isinstance(batches, dict) or waiter is None:
+        return False
+    closed = False
+    for tp, queue in batches.items():
+        if getattr(tp, "topic", None) != topic:
+            continue
+        for batch in queue:
+            builder = getattr(batch, "_builder", None)
+            if builder is not None and hasattr(builder, "close"):
+                builder.close()
+                closed = True
+    if closed and not waiter.done():
+        waiter.set_result(None)
+    return True

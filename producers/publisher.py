@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, BinaryIO, Protocol
 
 from producers.kafka_access import KafkaTarget, kafka_options
+from producers.kafka_client import send_now
 from producers.routing import TopicKind, murmur2_partition, route
 
 LINE_HEADER = "session-tally-line"  # the 1-based line number of a published file
@@ -169,6 +170,7 @@ class Publisher:
         """Wait until every admin message sent so far is acknowledged (or failed: counted by flush)."""
         unacked, self._admin_unacked = self._admin_unacked, []
         self.admin_waits += 1
+        send_now(self._producer, self.names["admin"])  # no linger before a wait: one round trip
         await asyncio.gather(*unacked, return_exceptions=True)
 
     def _fail(self, exc: BaseException) -> None:
