@@ -7,13 +7,11 @@ Without java or mvn the tests that need it fail under CI=true and skip elsewhere
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 
-import pytest
-
 from session_tally.localsvc.proc import cache_dir, file_lock
+from tests.needs import unavailable
 
 VERSION = "4.4.0"
 GROUP_COMMAND = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
@@ -34,17 +32,11 @@ POM = f"""<project>
 """
 
 
-def _unavailable(message: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 def tools_classpath() -> str:
     """``<cache>/kafka-tools-<version>/lib/*``, resolved on first use (about 25 s with a warm ~/.m2)."""
     java, mvn = shutil.which("java"), shutil.which("mvn")
     if java is None or mvn is None:
-        _unavailable("Kafka's tools need java and mvn on PATH (Debian: openjdk-17-jre-headless, maven)")
+        unavailable("Kafka's tools need java and mvn on PATH (Debian: openjdk-17-jre-headless, maven)")
     home = cache_dir() / f"kafka-tools-{VERSION}"
     lib = home / "lib"
     marker = lib / ".resolved"
@@ -61,7 +53,7 @@ def tools_classpath() -> str:
                     capture_output=True, text=True, timeout=900, check=False, cwd=home,
                 )  # fmt: skip
                 if done.returncode != 0 or not list(staging.glob("kafka-tools-*.jar")):
-                    _unavailable(f"cannot resolve kafka-tools {VERSION} with Maven: {done.stdout[-500:]}")
+                    unavailable(f"cannot resolve kafka-tools {VERSION} with Maven: {done.stdout[-500:]}")
                 (staging / ".resolved").write_text(VERSION + "\n")
                 shutil.rmtree(lib, ignore_errors=True)
                 staging.rename(lib)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -20,12 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from domain.replay import replay
 from domain.timefmt import parse_instant
 from producers.publisher import LINE_HEADER
 from session_tally.config import Settings
+from tests.needs import tool
 
 AT = "2026-03-10T12:00:00Z"
 ORG, PROGRAM = "org-r", "prog-r"
@@ -153,13 +150,7 @@ async def input_ends(settings: Settings) -> dict[str, int]:
 
 
 def kcat_path() -> str:
-    path = shutil.which("kcat")
-    if path is None:
-        message = "kcat is not installed (Debian: apt-get install kcat; .ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return path
+    return tool("kcat")
 
 
 def kcat_send(

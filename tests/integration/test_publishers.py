@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from producers.publisher import LINE_HEADER, publish_records
 from session_tally.config import Settings, Topics
 from session_tally.snapshot import read_records, read_snapshot
 from tests.integration.pipeline_helpers import comparable, start_worker, stop_worker, wait_idle
+from tests.needs import tool
 
 pytestmark = pytest.mark.integration
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
@@ -45,13 +45,7 @@ MURMUR2 = {"partitioner": "murmur2_random", "enable.idempotence": "true", "acks"
 
 @pytest.fixture
 def kcat() -> str:
-    path = shutil.which("kcat")
-    if path is None:
-        message = "kcat is not installed (Debian: apt-get install kcat; .ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return path
+    return tool("kcat")
 
 
 def _kcat_produce(
@@ -230,13 +224,7 @@ def _doc_block(heading: str, language: str, nth: int = 0) -> str:
 
 @pytest.fixture
 def jq() -> str:
-    path = shutil.which("jq")
-    if path is None:
-        message = "jq is not installed (Debian: apt-get install jq; .ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return path
+    return tool("jq")
 
 
 @pytest.mark.parametrize(
