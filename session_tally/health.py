@@ -11,6 +11,10 @@ applied) and the age of the oldest outbox row, and keeps the verdicts:
 - ``publishing``: no outbox row is older than ``stall_s`` (a relay that cannot publish);
 - ``producers``: the relay, clock and janitor loops run.
 
+Each round also ends the sessions of frozen clients that hold locks on the schema's tables in the middle
+of a statement (``end_stalled``: storage.db.end_stalled_sessions), which no PostgreSQL session bound
+ends; any worker of the group may end a frozen peer's session, so the survivors are never held up by it.
+
 A probe served from a round older than ``3 * every_s + round_timeout_s`` fails every check: the
 monitor itself is stuck (a blocked event loop). Lag per partition, stuck partitions, assigned partitions,
 the outbox age and each check are metrics too.
@@ -60,6 +64,7 @@ class HealthMonitor:
         consumers: Mapping[str, ConsumerLoop],
         producers_alive: Callable[[], bool],
         details: Callable[[], dict[str, Any]],
+        end_stalled: Callable[[], Awaitable[list[tuple[int, str]]]] | None = None,
         metrics: Any = None,
         stall_s: float = STALL_S,
         every_s: float = 2.0,
@@ -75,6 +80,7 @@ class HealthMonitor:
         self.consumers = dict(consumers)
         self.producers_alive = producers_alive
         self.details = details
+        self.end_stalled = end_stalled
         self.metrics = metrics
         self.stall_s = stall_s
         self.every_s = every_s
@@ -103,6 +109,8 @@ class HealthMonitor:
     async def round(self) -> None:
         postgres, kafka = await asyncio.gather(self._postgres(), self._kafka())
         self.postgres, self.kafka = postgres, kafka
+        if postgres and self.end_stalled is not None:
+            await self._end_stalled(self.end_stalled)
         if postgres and kafka:
             try:
                 await asyncio.wait_for(self._measure_lag(), self.round_timeout_s)
@@ -117,6 +125,21 @@ class HealthMonitor:
             return True
         except Exception:
             return False
+
+    async def _end_stalled(self, end_stalled: Callable[[], Awaitable[list[tuple[int, str]]]]) -> None:
+        try:
+            ended = await asyncio.wait_for(end_stalled(), self.round_timeout_s)
+        except Exception as exc:
+            log.debug("stalled sessions not checked this round: %s", exc)
+            return
+        if ended:
+            log.warning(
+                "ended %d PostgreSQL session(s) frozen inside a statement while holding locks: %s",
+                len(ended),
+                "; ".join(f"pid {pid}: {query!r}" for pid, query in ended),
+            )
+            if self.metrics is not None:
+                self.metrics.inc("session_tally_stalled_sessions_ended_total", len(ended))
 
     async def _kafka(self) -> bool:
         try:

@@ -186,7 +186,7 @@ async def _run_worker(
     from session_tally.health import HealthMonitor
     from session_tally.topics import prepare_topics
     from storage import outbox
-    from storage.db import async_engine, upgrade
+    from storage.db import async_engine, end_stalled_sessions, upgrade
 
     read_any_bytes()  # a header key that is not UTF-8 must not stop a partition (consumers/tolerant_records.py)
     revision = await asyncio.to_thread(upgrade, settings.database_url, settings.db_schema)
@@ -232,6 +232,7 @@ async def _run_worker(
         consumers={"admin": admin_subscriber, "path": path_subscriber},
         producers_alive=lambda: background.alive() if background is not None else bool(child and child.poll() is None),
         details=lambda: {"waiting_for_admin": barrier.health()},
+        end_stalled=lambda: end_stalled_sessions(engine),
         metrics=metrics,
         stall_s=options.stall_timeout_s,
     )

@@ -49,9 +49,11 @@ from tests.campaign.verdict import judge, summary
 from tests.integration.pipeline_helpers import FastProbe, Probe
 
 #: The longest the other worker may go without progress because one worker froze: the frozen sessions
-#: end after IDLE_IN_TRANSACTION_S at most (their locks go with them; a lock wait returns as soon as
-#: they do), the frozen member leaves the group after the session timeout (shorter), and LOCK_S covers
-#: the rest: a lock wait that timed out meanwhile and is retried, the rebalance, the next fetch.
+#: end after IDLE_IN_TRANSACTION_S at most (PostgreSQL ends one idle in its transaction; one frozen inside
+#: a COPY is ended by the other's health monitor after STALLED_CLIENT_S and a round) and their locks go
+#: with them (a lock wait returns as soon as they do), the frozen member leaves the group after the
+#: session timeout (shorter), and LOCK_S covers the rest: a lock wait that timed out meanwhile and is
+#: retried, the rebalance, the next fetch.
 BOUND_S = IDLE_IN_TRANSACTION_S + LOCK_S
 SESSION_TIMEOUT_S = SESSION_TIMEOUT_MS / 1000
 RECORDS = "session_tally_records_total"

@@ -4,11 +4,18 @@ resumed. The workers' sessions are now bounded (storage/db.py SESSION_BOUNDS: lo
 idle_in_transaction_session_timeout 20 s, statement_timeout 60 s) and lock timeouts are retried.
 
 Two real workers share a live stream; one is SIGSTOPped while a session of it holds a batch transaction
-(seen from outside in pg_stat_activity / pg_locks, as tests/integration/test_pipeline_crash.py aims its
-kills). While it stays stopped, the other takes its partitions over (after Kafka's session timeout, 15 s)
-and applies and publishes the whole stream; PostgreSQL has ended the frozen sessions. Then it resumes and
-rejoins; the result equals replay, and the outputs read raw have no version going backwards and no two
-contents under one version."""
+and is in the middle of a COPY (seen from outside in pg_stat_activity / pg_locks, as
+tests/integration/test_pipeline_crash.py aims its kills): the one case that no PostgreSQL session bound
+ends, since the server handles a statement timeout inside COPY FROM STDIN only once the client sends
+again. It failed in CI before the workers' health monitors ended such sessions
+(storage/db.py end_stalled_sessions): the other worker waited on the frozen one's locks until the
+deadline. A freeze between statements (idle in a transaction, which PostgreSQL ends itself) is the
+fault campaign's freeze-batch scenario (tests/campaign/freeze.py, in CI's quick set).
+
+While it stays stopped, the other takes its partitions over (after Kafka's session timeout, 15 s), ends
+the frozen session and applies and publishes the whole stream. Then it resumes and rejoins; the result
+equals replay, and the outputs read raw have no version going backwards and no two contents under one
+version."""
 
 from __future__ import annotations
 
@@ -109,14 +116,18 @@ class Pair:
                 proc.wait(10)
 
 
-def row_lockers(fast: FastProbe, app: str) -> list[tuple[Any, ...]]:
+def row_lockers(fast: FastProbe, app: str, mid_copy: bool = False) -> list[tuple[Any, ...]]:
     """Sessions of ``app`` inside a transaction that holds row locks on consumer_offsets (an input batch
     claims its partitions' rows: INSERT .. ON CONFLICT, SELECT .. FOR UPDATE); a transaction that only
-    reads the table (the health monitor, the admin barrier) holds none."""
+    reads the table (the health monitor, the admin barrier) holds none. ``mid_copy``: only those whose
+    server waits for the rest of a COPY's data."""
+    copying = "AND a.state = 'active' AND a.wait_event = 'ClientRead' AND a.query LIKE 'COPY %%' " if mid_copy else ""
     return fast.conn.execute(
         """
         SELECT a.pid, a.state, left(a.query, 100) FROM pg_stat_activity a
-        WHERE a.application_name = %s AND a.xact_start IS NOT NULL AND EXISTS (
+        WHERE a.application_name = %s AND a.xact_start IS NOT NULL """
+        + copying
+        + """AND EXISTS (
             SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'relation'
             AND l.relation = to_regclass(%s) AND l.mode IN ('RowShareLock', 'RowExclusiveLock'))
         """,
@@ -126,17 +137,18 @@ def row_lockers(fast: FastProbe, app: str) -> list[tuple[Any, ...]]:
 
 def _freeze_inside_a_transaction(fast: FastProbe, app: str, proc: subprocess.Popen[bytes]) -> list[tuple[Any, ...]]:
     """SIGSTOP ``proc`` as soon as one of its sessions holds row locks on consumer_offsets (a batch
-    transaction); when the transaction ended before the signal landed, let it go on and aim again."""
-    for _ in range(30):
-        wait_until(lambda: row_lockers(fast, app), 30, "a batch transaction of worker a", interval_s=0.002,
-                   procs=[proc])  # fmt: skip
+    transaction) inside a COPY; when the COPY ended before the signal landed (its data was sent), let it
+    go on and aim again."""
+    for _ in range(60):
+        wait_until(lambda: row_lockers(fast, app, mid_copy=True), 30, "a batch transaction of worker a in a COPY",
+                   interval_s=0.002, procs=[proc])  # fmt: skip
         os.kill(proc.pid, signal.SIGSTOP)
         wait_until(lambda: process_state(proc.pid) == "T", 5, "worker a stopped", interval_s=0.01)
-        held = row_lockers(fast, app)
+        held = row_lockers(fast, app, mid_copy=True)
         if held:
             return held
         os.kill(proc.pid, signal.SIGCONT)
-    raise AssertionError("never stopped worker a inside a batch transaction")
+    raise AssertionError("never stopped worker a inside a batch transaction's COPY")
 
 
 def test_a_frozen_worker_holds_up_nobody(settings: Settings, tmp_path: Path) -> None:
@@ -173,11 +185,13 @@ def test_a_frozen_worker_holds_up_nobody(settings: Settings, tmp_path: Path) -> 
         after = fast.offsets()
         moved = sorted(k for k in owned_by_a if after.get(k, 0) > stopped_offsets.get(k, 0))
         assert moved, f"none of worker a's partitions {sorted(owned_by_a)} moved while it was stopped"
-        # b could only finish once PostgreSQL ended a's frozen session (idle_in_transaction_session_timeout)
+        # b could only finish once its health monitor ended a's session frozen inside the COPY
         assert not row_lockers(fast, pair.apps["a"]), "a's frozen transaction still holds its row locks"
+        ended = metric_value(http_b, "session_tally_stalled_sessions_ended_total")
+        assert ended >= 1, "worker b's health monitor never ended a's frozen session"
         retries = metric_value(http_b, "session_tally_transaction_retries_total")
         print(f"frozen inside {held}; stream done {took_s:.1f} s after the freeze; a's partitions moved: {moved}; "
-              f"b's transaction retries: {retries}")  # fmt: skip
+              f"b's transaction retries: {retries}; sessions b ended: {ended}")  # fmt: skip
 
         os.kill(a.pid, signal.SIGCONT)  # a wakes up to a closed session and a group that moved on
         wait_group(bootstrap, group, 2 * per_worker, 90, procs=[a, b])

@@ -163,6 +163,25 @@ def test_probes_liveness_needs_turning_loops_readiness_needs_services_and_a_join
     assert all(down.liveness()[0].values()), "PostgreSQL away is no reason to restart"
 
 
+def test_each_round_ends_stalled_sessions_counts_them_and_survives_a_failure() -> None:
+    answers: list[Any] = [[(42, "COPY meetings (...) FROM STDIN")], [], OSError("connection lost")]
+
+    async def end_stalled() -> list[tuple[int, str]]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    m = Metrics(process_metrics=False)
+    mon = monitor({"path": FakeConsumer({("t", 0)})}, metrics=m)
+    mon.end_stalled = end_stalled
+    for _ in range(3):
+        asyncio.run(mon.round())
+    assert answers == []  # asked once per round, the failing round included
+    assert value(families(m), "session_tally_stalled_sessions_ended_total") == 1
+    assert mon.readiness()[0]["postgres"] is True  # a failed check is no verdict on PostgreSQL
+
+
 async def _request(port: int, path: str) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.0\r\nAccept: */*\r\n\r\n".encode())
