@@ -228,9 +228,12 @@ class Relay:
         open_batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
         out: list[tuple[str, int, Any, list[int]]] = []
         alone: list[int] = []
+        counts: dict[str, int] = {}  # read once per topic per round, not once per row
         for i, r in enumerate(rows):
             topic = self.topics[r.topic]
-            count = await self._partition_count(topic)
+            count = counts.get(topic)
+            if count is None:
+                count = counts[topic] = await self._partition_count(topic)
             partition = self._partition_of(r.key, count) if r.key is not None else r.lane % count
             where = (topic, partition)
             current = open_batches.get(where)
