@@ -11,9 +11,9 @@ applied) and the age of the oldest outbox row, and keeps the verdicts:
 - ``publishing``: no outbox row is older than ``stall_s`` (a relay that cannot publish);
 - ``producers``: the relay, clock and janitor loops run.
 
-Each round also ends the sessions of frozen clients that hold locks on the schema's tables in the middle
-of a statement (``end_stalled``: storage.db.end_stalled_sessions), which no PostgreSQL session bound
-ends; any worker of the group may end a frozen peer's session, so the survivors are never held up by it.
+Each round also ends the sessions of frozen clients that hold locks on the schema's tables and that the
+PostgreSQL session bounds miss (``end_stalled``: storage.db.end_stalled_sessions); any worker of the
+group may end a frozen peer's session, so the survivors are never held up by it for long.
 
 A probe served from a round older than ``3 * every_s + round_timeout_s`` fails every check: the
 monitor itself is stuck (a blocked event loop). Lag per partition, stuck partitions, assigned partitions,

@@ -35,13 +35,16 @@ SESSION_BOUNDS = (
     f"-clock_timeout={LOCK_S}s -cidle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_S}s "
     f"-cstatement_timeout={STATEMENT_S}s"
 )
-#: ... except a session frozen in the middle of a statement while PostgreSQL waits on its client: inside
-#: a COPY FROM STDIN (storage/rows.py, storage/outbox.py write batches that way), or sending a result the
-#: client does not read. PostgreSQL handles a statement timeout there only once the client sends again,
-#: so the session and its locks would stay for as long as the client is frozen. Every worker's health
-#: monitor ends such sessions (:func:`end_stalled_sessions`) once their statement has run for
-#: STALLED_CLIENT_S (no statement of a worker lasts that long; the monitor's round, 2 s, comes on top), so
-#: that a frozen worker holds the others up no longer than IDLE_IN_TRANSACTION_S either way.
+#: ... except in two cases, both seen with frozen workers: a session frozen in the middle of a statement
+#: while PostgreSQL waits on its client (inside a COPY FROM STDIN, which storage/rows.py and
+#: storage/outbox.py write batches with, or sending a result the client does not read: PostgreSQL handles
+#: a statement timeout there only once the client sends again), and a session idle in its transaction
+#: after a pipeline (psycopg runs ``executemany`` as one; PostgreSQL 15 does not arm
+#: idle_in_transaction_session_timeout after a pipeline's Sync). Their locks would stay for as long as
+#: the client is frozen. Every worker's health monitor ends such sessions (:func:`end_stalled_sessions`)
+#: once they have waited on their client for STALLED_CLIENT_S (no worker leaves PostgreSQL waiting that
+#: long; the monitor's round, 2 s, comes on top), so a frozen worker holds the others up no longer than
+#: about IDLE_IN_TRANSACTION_S.
 STALLED_CLIENT_S = 15
 
 _STALLED = text(
@@ -49,7 +52,8 @@ _STALLED = text(
     SELECT a.pid, left(a.query, 80) AS query, pg_terminate_backend(a.pid) AS ended
     FROM pg_stat_activity a
     WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.usename = current_user
-      AND a.state = 'active' AND a.wait_event_type = 'Client'
+      AND a.state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')
+      AND a.wait_event_type = 'Client'
       AND a.state_change < clock_timestamp() - make_interval(secs => :after_s)
       AND EXISTS (
         SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
@@ -61,10 +65,11 @@ _STALLED = text(
 
 
 async def end_stalled_sessions(engine: AsyncEngine, after_s: float = STALLED_CLIENT_S) -> list[tuple[int, str]]:
-    """End the sessions that hold locks on this schema's tables and have been inside one statement for
-    longer than ``after_s`` while PostgreSQL waits on their client (wait event ClientRead or ClientWrite):
-    a frozen client, which no session bound ends. Only sessions of the same database role are considered
-    (PostgreSQL lets a role end its own sessions). Returns the (pid, statement) of the sessions ended."""
+    """End the sessions that hold locks on this schema's tables, inside a statement or a transaction,
+    whose server has been waiting on their client (wait event ClientRead or ClientWrite) for longer than
+    ``after_s`` since their last change of state: a frozen client, which the session bounds miss in the
+    cases above. Only sessions of the same database role are considered (PostgreSQL lets a role end its
+    own sessions). Returns the (pid, statement) of the sessions ended."""
     async with engine.connect() as conn:
         rows = (await conn.execute(_STALLED, {"after_s": after_s})).all()
         await conn.commit()

@@ -50,7 +50,8 @@ from tests.integration.pipeline_helpers import FastProbe, Probe
 
 #: The longest the other worker may go without progress because one worker froze: the frozen sessions
 #: end after IDLE_IN_TRANSACTION_S at most (PostgreSQL ends one idle in its transaction; one frozen inside
-#: a COPY is ended by the other's health monitor after STALLED_CLIENT_S and a round) and their locks go
+#: a COPY, or idle after a pipeline, which PostgreSQL does not bound, is ended by the other's health
+#: monitor after STALLED_CLIENT_S and a round) and their locks go
 #: with them (a lock wait returns as soon as they do), the frozen member leaves the group after the
 #: session timeout (shorter), and LOCK_S covers the rest: a lock wait that timed out meanwhile and is
 #: retried, the rebalance, the next fetch.
@@ -136,7 +137,15 @@ class Freezer:
         # frozen for pause_s, and until PostgreSQL has ended every session it had in a transaction
         while time.monotonic() - frozen_at < pause_s or ended_at is None:
             if time.monotonic() - frozen_at > pause_s + 60:
-                raise CampaignError(f"the frozen sessions {sorted(frozen_pids)} still exist after {pause_s + 60:.0f} s")
+                left = [
+                    {k: v for k, v in x.items() if k != "since"}
+                    for x in self.fast.sessions(victim.app) + self.fast.all_sessions(victim.app)
+                    if x["pid"] in frozen_pids
+                ]
+                raise CampaignError(
+                    f"the frozen sessions {sorted(frozen_pids)} still exist after {pause_s + 60:.0f} s: {left}; "
+                    f"at the freeze: {[{k: v for k, v in x.items() if k != 'since'} for x in sessions]}"
+                )
             self.fleet.check()
             sample()
             time.sleep(0.2)

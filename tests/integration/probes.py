@@ -282,7 +282,7 @@ class FastProbe:
     def sessions(self, application_name: str) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             """
-            SELECT a.pid, a.state, left(a.query, 80), a.state_change,
+            SELECT a.pid, a.state, left(a.query, 80), a.state_change, a.wait_event,
                    extract(epoch FROM clock_timestamp() - a.state_change) AS age,
                    EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'relation'
                            AND l.relation = to_regclass(%(tbl)s)) AS batch,
@@ -303,8 +303,17 @@ class FastProbe:
             prepare=True,
         ).fetchall()
         return [
-            {"pid": pid, "state": s, "query": q, "since": since, "age": float(age), "batch": b, "lanes": lanes or []}
-            for pid, s, q, since, age, b, lanes in rows
+            {
+                "pid": pid,
+                "state": s,
+                "query": q,
+                "since": since,
+                "wait_event": w,
+                "age": float(age),
+                "batch": b,
+                "lanes": lanes or [],
+            }
+            for pid, s, q, since, w, age, b, lanes in rows
         ]
 
     def outbox_values(self, lane: int | None = None) -> list[bytes]:
@@ -317,6 +326,19 @@ class FastProbe:
         for note in self.listen.notifies(timeout=timeout_s, stop_after=1):
             return int(note.pid)
         return None
+
+    def all_sessions(self, application_name: str) -> list[dict[str, Any]]:
+        """Every session of ``application_name``, in a transaction or not (pid, state, wait event, query, age)."""
+        rows = self.conn.execute(
+            "SELECT pid, state, wait_event, wait_event_type, left(query, 80), "
+            "extract(epoch FROM clock_timestamp() - state_change), xact_start IS NOT NULL "
+            "FROM pg_stat_activity WHERE application_name = %s",
+            (application_name,),
+        ).fetchall()
+        return [
+            {"pid": p, "state": st, "wait_event": w, "wait_type": wt, "query": q, "age": float(a or 0), "in_xact": x}
+            for p, st, w, wt, q, a, x in rows
+        ]
 
     def pids(self, application_name: str) -> set[int]:
         rows = self.conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,))

@@ -5,12 +5,13 @@ idle_in_transaction_session_timeout 20 s, statement_timeout 60 s) and lock timeo
 
 Two real workers share a live stream; one is SIGSTOPped while a session of it holds a batch transaction
 and is in the middle of a COPY (seen from outside in pg_stat_activity / pg_locks, as
-tests/integration/test_pipeline_crash.py aims its kills): the one case that no PostgreSQL session bound
-ends, since the server handles a statement timeout inside COPY FROM STDIN only once the client sends
-again. It failed in CI before the workers' health monitors ended such sessions
-(storage/db.py end_stalled_sessions): the other worker waited on the frozen one's locks until the
-deadline. A freeze between statements (idle in a transaction, which PostgreSQL ends itself) is the
-fault campaign's freeze-batch scenario (tests/campaign/freeze.py, in CI's quick set).
+tests/integration/test_pipeline_crash.py aims its kills): a case that no PostgreSQL session bound ends,
+since the server handles a statement timeout inside COPY FROM STDIN only once the client sends again.
+It failed in CI before the workers' health monitors ended such sessions (storage/db.py
+end_stalled_sessions): the other worker waited on the frozen one's locks until the deadline. A freeze
+between statements (idle in a transaction: PostgreSQL ends it, or the monitors do when it follows a
+pipeline) is the fault campaign's freeze-batch scenario (tests/campaign/freeze.py, in CI's quick set);
+the reaper's criterion itself is tests/integration/test_stalled_sessions.py.
 
 While it stays stopped, the other takes its partitions over (after Kafka's session timeout, 15 s), ends
 the frozen session and applies and publishes the whole stream. Then it resumes and rejoins; the result
