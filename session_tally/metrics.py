@@ -87,7 +87,7 @@ SPECS: tuple[Spec, ...] = (
     _c("batches_total", "Input batches committed (one transaction each, or more when isolated)."),
     _c("batch_failures_total", "Input batches that failed (an outage) and were handed back for redelivery."),
     _c("transaction_retries_total", "Transactions retried (deadlock, serialization, unique race)."),
-    _c("stalled_sessions_ended_total", "PostgreSQL sessions of frozen clients ended (locks held, server waiting on them)."),
+    _c("stalled_sessions_ended_total", "PostgreSQL sessions of frozen clients ended (locks held, waited on)."),
     _c("status_changes_total", "Meeting statuses written by input batches."),
     _c("tallies_total", "Path tallies written by input batches."),
     _c("misrouted_records_total", "Events rejected because their path (org) arrives on two partitions.", "topic"),
