@@ -134,7 +134,7 @@ class HealthMonitor:
             return
         if ended:
             log.warning(
-                "ended %d PostgreSQL session(s) frozen inside a statement while holding locks: %s",
+                "ended %d PostgreSQL session(s) of frozen clients (holding locks, waited on for over the bound): %s",
                 len(ended),
                 "; ".join(f"pid {pid}: {query!r}" for pid, query in ended),
             )
