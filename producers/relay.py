@@ -19,6 +19,13 @@ Invariants:
   last statement (the round is abandoned, its rows stay), so that a stale row never lands after a newer
   version of its entity (compaction keeps the last record of a key); rows of a batch that failed for a
   transient reason are left for the next round, never re-sent in this one.
+- a round that fails once it handed records to the producer (frozen after handing them: its session
+  ended, its lanes went to another relay, which published the same rows and newer versions before the
+  frozen producer's records reached Kafka; or the database went away before the delete) waits until every
+  record it handed is acknowledged or failed (at most :data:`SETTLE_S`), then publishes one more version
+  of every tally and status it handed (:func:`storage.republish.supersede`, through the outbox, retried
+  before any later round until it commits): whatever order the late records landed in, the last record
+  of each of those keys is a version higher than all of them.
 
 Metrics: messages published per output topic, the duration of each round that published something, and
 per message the commit -> publish latency (the row's age when read, by PostgreSQL's clock, plus the time
@@ -31,7 +38,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -42,6 +49,7 @@ from producers.routing import murmur2_hash
 from storage import outbox
 from storage.db import IDLE_IN_TRANSACTION_S
 from storage.messages import LANES, REJECTED, load_headers, removed_headers, removed_key, without_original
+from storage.republish import supersede, superseded_entities
 
 log = logging.getLogger("session_tally.relay")
 
@@ -49,6 +57,10 @@ ROWS_PER_ROUND = 10000
 #: the longest time after its last statement that a relay still hands rows to Kafka (half the time after
 #: which PostgreSQL would end its session and release its lane locks)
 FRESH_S = IDLE_IN_TRANSACTION_S / 2
+#: the longest wait, after a failed round, for the records it handed to be acknowledged or failed
+#: (twice the producer's request timeout)
+SETTLE_S = 60.0
+SUPERSEDE_RETRY_S = 2.0
 
 
 class LanesMaybeLost(Exception):
@@ -59,9 +71,15 @@ class Relay:
     """Publishes the outbox. ``topics`` maps logical topics (tallies/statuses/rejected) to Kafka topics."""
 
     def __init__(
-        self, engine: AsyncEngine, bootstrap: KafkaTarget, topics: Mapping[str, str], metrics: Any = None
+        self,
+        engine: AsyncEngine,
+        bootstrap: KafkaTarget,
+        topics: Mapping[str, str],
+        metrics: Any = None,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         self.engine = engine
+        self.clock = clock or (lambda: time.time_ns() // 1000)  # µs since the epoch, as the unit of work's
         self.bootstrap = bootstrap
         self.topics = dict(topics)
         self.metrics = metrics
@@ -73,13 +91,19 @@ class Relay:
         self._partitions: dict[str, tuple[int, float]] = {}  # topic -> (partition count, read at)
         self._hashes: dict[bytes, int] = {}  # key -> murmur2 hash (pure Python: worth remembering)
         self.last_published_at = time.monotonic()
+        # (rows, delivery future or None) handed to the producer in the current round, until it commits
+        self._handed: list[tuple[list[Any], Any]] = []
+        self._to_supersede: tuple[set[str], set[str]] = (set(), set())  # (paths, meetings) not yet done
+        self._supersede_after = 0.0  # monotonic: no new attempt before
 
     @classmethod
-    def for_settings(cls, engine: AsyncEngine, settings: Any, metrics: Any = None) -> Relay:
+    def for_settings(
+        cls, engine: AsyncEngine, settings: Any, metrics: Any = None, clock: Callable[[], int] | None = None
+    ) -> Relay:
         """A relay to the output topics of ``settings`` (a ``session_tally.config.Settings``)."""
         t = settings.topics
         names = {"tallies": t.path_tallies, "statuses": t.meeting_statuses, "rejected": t.rejected}
-        return cls(engine, settings.kafka, names, metrics)
+        return cls(engine, settings.kafka, names, metrics, clock)
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaProducer
@@ -135,11 +159,61 @@ class Relay:
         started = time.monotonic()
         if self._refused:
             await self._replace_producer()
+        await self._supersede()  # left by an earlier round that failed
+        self._handed = []
         try:
             return await self._round(started)
         except LanesMaybeLost as exc:
             log.warning("relay round abandoned, nothing deleted: %s", exc)
             return 0
+        finally:
+            if self._handed:  # the round failed after handing records: see the module's invariants
+                await self._settle_handed()
+                await self._supersede()
+
+    async def _settle_handed(self) -> None:
+        """Wait (at most SETTLE_S) until every record of the failed round is acknowledged or failed, and
+        note the entities they are about for :meth:`_supersede`."""
+        handed, self._handed = self._handed, []
+        futures = [f for _rows, f in handed if f is not None]
+        pending: set[Any] = set()
+        if futures:
+            done, pending = await asyncio.wait(futures, timeout=SETTLE_S)
+            for f in done:
+                if not f.cancelled():
+                    f.exception()  # retrieved: the outcome does not matter here
+        rows = [r for batch, _f in handed for r in batch]
+        paths, meetings = superseded_entities((r.topic, r.key, r.value) for r in rows)
+        self._to_supersede[0].update(paths)
+        self._to_supersede[1].update(meetings)
+        log.warning(
+            "relay round failed after handing %d record(s) to Kafka%s: publishing a new version of %d "
+            "tally(ies) and %d status(es) they are about, so that no late record stays the last of its key",
+            len(rows),
+            f" ({len(pending)} batch(es) still unanswered after {SETTLE_S:.0f} s)" if pending else "",
+            len(paths),
+            len(meetings),
+        )
+
+    async def _supersede(self) -> None:
+        """Publish the new versions noted by :meth:`_settle_handed`; on failure (the database away) they
+        stay noted and are tried again at most every SUPERSEDE_RETRY_S, while rounds go on (the late
+        records are all in Kafka by now: the new versions only have to follow them)."""
+        paths, meetings = self._to_supersede
+        if (not paths and not meetings) or time.monotonic() < self._supersede_after:
+            return
+        try:
+            written = await supersede(self.engine, paths, meetings, self.clock())
+        except Exception:
+            self._supersede_after = time.monotonic() + SUPERSEDE_RETRY_S
+            log.exception("publishing new versions after a failed relay round failed; retrying")
+            if self.metrics is not None:
+                self.metrics.inc("session_tally_relay_failures_total")
+            return
+        self._to_supersede = (set(), set())
+        if self.metrics is not None:
+            self.metrics.inc("session_tally_relay_superseded_total", written)
+        self.wake()
 
     async def _round(self, started: float) -> int:
         async with self.engine.begin() as conn:
@@ -158,6 +232,7 @@ class Relay:
                 await outbox.keep_dead(conn, row, error)
             for row, value in replaced:
                 await outbox.replace_value(conn, row.id, value, removed_key(row.key), removed_headers(value))
+        self._handed = []  # committed: the lanes were held from the read to the delete
         published = len(done)
         self.published += published
         if self.metrics is not None:
@@ -201,9 +276,13 @@ class Relay:
         outcomes: list[BaseException | None] = [None] * len(rows)
         batches, unbatched = await self._batches(rows)
         futures = []
-        for topic, partition, builder, _members in batches:
+        for topic, partition, builder, members in batches:
             _still_fresh(fresh_until)
-            futures.append(await self.producer.send_batch(builder, topic, partition=partition))
+            handed: tuple[list[Any], Any] = ([rows[i] for i in members], None)
+            self._handed.append(handed)
+            future = await self.producer.send_batch(builder, topic, partition=partition)
+            self._handed[-1] = (handed[0], future)
+            futures.append(future)
         results = await asyncio.gather(*futures, return_exceptions=True)
         again = list(unbatched)
         for (_t, _p, _b, members), result in zip(batches, results, strict=True):
@@ -272,12 +351,14 @@ class Relay:
         send = self.producer.send
         futures: list[Any] = []
         for r in rows:
+            self._handed.append(([r], None))
             try:
-                futures.append(
-                    await send(self.topics[r.topic], r.value, key=r.key, headers=load_headers(r.headers) or None)
-                )
+                future = await send(self.topics[r.topic], r.value, key=r.key, headers=load_headers(r.headers) or None)
             except Exception as exc:  # refused before sending (too large for the producer, say)
                 futures.append(exc)
+                continue
+            self._handed[-1] = ([r], future)
+            futures.append(future)
         pending = [f for f in futures if not isinstance(f, BaseException)]
         results = list(await asyncio.gather(*pending, return_exceptions=True))
         if any(_refused_by_broker(r) for r in results):

@@ -109,6 +109,7 @@ SPECS: tuple[Spec, ...] = (
     _c("published_messages_total", "Messages the relay published (Kafka acknowledged), by output topic.", "topic"),
     _c("relay_failures_total", "Failed relay rounds (rows kept, retried every second)."),
     _c("relay_dead_rows_total", "Outbox rows Kafka refused for good, kept in outbox_dead."),
+    _c("relay_superseded_total", "New versions written after a relay round failed once it handed records."),
     _h("relay_round_seconds", "Seconds of a relay round that published rows.", DURATION_BUCKETS),
     _h(
         "commit_publish_latency_seconds",

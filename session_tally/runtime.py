@@ -68,7 +68,7 @@ class Background:
         from producers.relay import Relay
 
         self.settings = settings
-        self.relay = Relay.for_settings(engine, settings, metrics)
+        self.relay = Relay.for_settings(engine, settings, metrics, uow.clock)
         self.sweeper = ClockSweeper(uow, self.relay.wake, metrics)
         horizon = ReadHorizon(Progress(offsets, uow.applied_offsets, settings.topics.inputs), uow.database_time)
         self.janitor = WaitingJanitor(uow, settings.park_timeout_s, horizon, self.relay.wake, metrics)

@@ -10,23 +10,31 @@ Invariants:
   as the unit of work does) and writes the messages to the outbox, which the workers' relays publish:
   it is safe with the workers running, and a chunk that fails leaves nothing behind;
 - only paths of programs with session verification on have a tally, so only those are listed.
+
+:func:`supersede` does the same for the tallies and statuses of records a relay handed to Kafka in a
+round that then failed (see producers/relay.py): they may reach the topic after newer versions that
+another relay published meanwhile, so each of their entities gets one more version, published after them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storage import tables as T
+from storage.messages import STATUSES, TALLIES
 from storage.rows import Loaded, _any
 from storage.unit_of_work import MAX_ATTEMPTS, RETRYABLE_SQLSTATES
 
 log = logging.getLogger("session_tally.storage")
+R = TypeVar("R")
 
 
 async def paths_with_tallies(
@@ -61,6 +69,50 @@ async def republish_tallies(engine: AsyncEngine, path_ids: Sequence[str], now: i
         await loaded.flush(conn)
         return {p: loaded.books[p].version for p in sorted(loaded.paths_refreshed)}
 
+    return await _in_transaction(engine, work)
+
+
+def superseded_entities(records: Iterable[tuple[str, bytes | None, bytes]]) -> tuple[set[str], set[str]]:
+    """The paths (tallies) and meetings (statuses) that outbox records ``(topic, key, value)`` are about;
+    rejections carry no version and are left out."""
+    paths: set[str] = set()
+    meetings: set[str] = set()
+    for topic, key, value in records:
+        if topic == TALLIES and key is not None:
+            paths.add(key.decode())
+        elif topic == STATUSES:
+            meetings.add(json.loads(value)["meeting_id"])
+    return paths, meetings
+
+
+async def supersede(engine: AsyncEngine, paths: set[str], meetings: set[str], now: int) -> int:
+    """Publish a new version of the current tally of ``paths`` and the current status of ``meetings``
+    (evaluated at ``now``), in one transaction that locks their paths as the unit of work does; returns
+    the number of outbox rows written. Entities that no longer have a tally or a status are skipped."""
+
+    async def work(conn: AsyncConnection) -> int:
+        loaded = Loaded()
+        m = T.meetings
+        path_of: dict[str, str] = {}
+        if meetings:
+            stmt = select(m.c.meeting_id, m.c.path_id).where(m.c.meeting_id == _any(sorted(meetings)))
+            rows = await conn.execute(stmt)
+            path_of = {r.meeting_id: r.path_id for r in rows}
+        await loaded.lock_paths(conn, paths | set(path_of.values()))
+        await loaded.load_programs(conn, {p.program_id for p in loaded.state.paths.values()})
+        await loaded.load_meetings(conn, set(path_of))
+        known = {m for m, p in path_of.items() if p in loaded.state.paths and m in loaded.state.meetings}
+        tallied = {p for p in paths if p in loaded.state.paths}
+        loaded.refresh(now, known, tallied, again=frozenset(tallied), again_meetings=frozenset(known))
+        await loaded.flush(conn)
+        return len(loaded.outbox)
+
+    return await _in_transaction(engine, work)
+
+
+async def _in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[R]]) -> R:
+    """``work`` in one transaction, retried from the start on a deadlock, a lock timeout or a
+    serialisation failure (up to the unit of work's MAX_ATTEMPTS)."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             async with engine.begin() as conn:

@@ -186,10 +186,19 @@ class Loaded:
     def program_of(self, path: Path) -> Program:
         return self.state.programs[path.program_id]
 
-    def refresh(self, now: int, meeting_ids: set[str], path_ids: set[str], again: frozenset[str] = frozenset()) -> None:
+    def refresh(
+        self,
+        now: int,
+        meeting_ids: set[str],
+        path_ids: set[str],
+        again: frozenset[str] = frozenset(),
+        again_meetings: frozenset[str] = frozenset(),
+    ) -> None:
         """Re-evaluate these meetings at ``now``; publish changed statuses and changed tallies of these
-        paths and of the paths whose counters moved. The tallies of the paths in ``again`` are published
-        even when unchanged (``session-tally tallies republish``): a new version, the same content."""
+        paths and of the paths whose counters moved. The tallies of the paths in ``again`` and the
+        statuses of the meetings in ``again_meetings`` (of ``meeting_ids``) are published even when
+        unchanged (``session-tally tallies republish``, a relay superseding records that may have reached
+        Kafka late): a new version, the same content."""
         state = self.state
         dirty_paths = set(path_ids)
         for meeting_id in sorted(meeting_ids):
@@ -205,7 +214,7 @@ class Loaded:
                 pub = self.published[meeting_id] = Published(None, False, 0, None)
             pub.next_change_at = next_change_at(meeting, program, now)
             self.meetings_refreshed.add(meeting_id)
-            if pub.status == status and pub.disputed == disputed:
+            if pub.status == status and pub.disputed == disputed and meeting_id not in again_meetings:
                 continue
             if pub.status != status:
                 book = self._book(path.path_id)
