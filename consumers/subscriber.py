@@ -49,7 +49,7 @@ class InputSubscriber:
     def __init__(
         self,
         uow: UnitOfWork,
-        on_committed: Callable[[], None],
+        on_committed: Callable[[Report], None],
         metrics: Any = None,
         max_records: int = 5000,
         batch_timeout_ms: int = 50,
@@ -215,8 +215,8 @@ class InputSubscriber:
             self.failures.recovered()
         self.batches += 1
         self.last_batch_at = time.monotonic()
-        if report.outbox_rows:
-            self.on_committed()
+        if report.outbox_rows or report.next_change_at is not None:
+            self.on_committed(report)
         if report.misrouted:
             self._report_misrouted(report)
         if self.metrics is not None:

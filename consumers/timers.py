@@ -2,10 +2,11 @@
 the expiry of events that waited too long.
 
 Every meeting row carries the instant of its next clock-driven change (computed by the domain). The
-sweeper sleeps until the earliest one (at most ``max_sleep_s``, and wakes early when a batch adds an
-earlier one), then moves every due meeting in one transaction per batch of paths: locked paths are
-skipped by the other workers' sweepers (SKIP LOCKED) and a moved meeting's next instant moves forward
-in the same transaction, so each change is published exactly once whatever number of workers run.
+sweeper sleeps until the earliest one (at most ``max_sleep_s``, and wakes early when a batch of this
+process adds an earlier one: ``wake_for``; other processes' batches are seen at its next poll), then
+moves every due meeting in one transaction per batch of paths: locked paths are skipped by the other
+workers' sweepers (SKIP LOCKED) and a moved meeting's next instant moves forward in the same
+transaction, so each change is published exactly once whatever number of workers run.
 """
 
 from __future__ import annotations
@@ -31,9 +32,20 @@ class ClockSweeper:
         self.max_sleep_s = max_sleep_s
         self._wake = asyncio.Event()
         self._stopping = False
+        self._wakes_at: int | None = None  # µs (uow.clock) the sweeper sleeps until; None: it is sweeping
+        self._noted: int | None = None  # the earliest change announced while it was sweeping
 
     def wake(self) -> None:
         self._wake.set()
+
+    def wake_for(self, due: int) -> None:
+        """Wake now when a meeting's change at ``due`` (µs) comes before the instant the sweeper sleeps
+        until (a sweep in progress looks at the earliest instant again when it ends)."""
+        wakes_at = self._wakes_at
+        if wakes_at is None:
+            self._noted = due if self._noted is None else min(self._noted, due)
+        elif due < wakes_at:
+            self._wake.set()
 
     def request_stop(self) -> None:
         self._stopping = True
@@ -41,6 +53,7 @@ class ClockSweeper:
 
     async def run(self) -> None:
         while not self._stopping:
+            self._wakes_at = self._noted = None
             try:
                 report = await self.uow.sweep_clock()
                 if report.outbox_rows:
@@ -60,6 +73,9 @@ class ClockSweeper:
                 if self.metrics is not None:
                     self.metrics.inc("session_tally_clock_failures_total")
                 sleep = 1.0
+            if self._noted is not None:
+                sleep = max(0.0, min(sleep, (self._noted - self.uow.clock()) / 1e6))
+            self._wakes_at = self.uow.clock() + int(sleep * 1e6)
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), sleep)

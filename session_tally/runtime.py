@@ -78,6 +78,14 @@ class Background:
         self.relay.wake()
         self.sweeper.wake()
 
+    def committed(self, outbox_rows: int, next_change_at: int | None) -> None:
+        """A transaction of this process committed: wake the relay when it wrote outbox rows, the clock
+        only when it must move a meeting before the instant it would wake at anyway."""
+        if outbox_rows:
+            self.relay.wake()
+        if next_change_at is not None:
+            self.sweeper.wake_for(next_change_at)
+
     async def start(self, listen: bool) -> None:
         await self.relay.start()
         self.tasks = [
@@ -202,9 +210,9 @@ async def _run_worker(
     background = Background(settings, uow, engine, offsets, metrics) if options.producers == "in-process" else None
     child: subprocess.Popen[bytes] | None = None
 
-    def committed() -> None:
-        if background is not None:
-            background.wake()  # (a child process is woken by the transaction's NOTIFY)
+    def committed(report: Any) -> None:
+        if background is not None:  # (a child process is woken by the transaction's NOTIFY)
+            background.committed(report.outbox_rows, report.next_change_at)
 
     admin_subscriber = InputSubscriber(uow, committed, metrics, min(500, options.max_records), options.batch_timeout_ms)
     path_subscriber = InputSubscriber(

@@ -245,6 +245,12 @@ class Loaded:
             self.tallies_published += 1
             self.outbox.append(M.tally_row(path_id, publication.tally_message(doc)))
 
+    def earliest_change_at(self) -> int | None:
+        """The earliest next clock-driven change (µs) of the meetings :meth:`refresh` re-evaluated."""
+        published = self.published
+        changes = [published[m].next_change_at for m in self.meetings_refreshed]
+        return min((c for c in changes if c is not None), default=None)
+
     def _book(self, path_id: str) -> PathBook:
         book = self.books.get(path_id)
         if book is None:

@@ -85,6 +85,9 @@ class Report:
     outbox_rows: int = 0
     attempts: int = 1
     misrouted: list[Misrouted] = field(default_factory=list)  # keys seen on a second partition
+    #: the earliest clock-driven change (µs) of the meetings this unit of work re-evaluated (None: none),
+    #: so that the clock sweeper is woken only when it would otherwise sleep past it
+    next_change_at: int | None = None
 
 
 # a program's lock: the two-key advisory lock (PROGRAM_LOCK_CLASS of the schema, _lock_key(program)), so
@@ -257,6 +260,7 @@ class UnitOfWork:
         loaded.refresh(now, meeting_ids, path_ids)
         await loaded.flush(conn)
         await self._advance_offsets(conn, fresh)
+        report.next_change_at = loaded.earliest_change_at()
         report.status_changes = loaded.status_changes
         report.tallies = loaded.tallies_published
         report.outbox_rows = len(loaded.outbox)

@@ -9,9 +9,14 @@ import shutil
 import pytest
 
 
+def under_ci() -> bool:
+    """``CI`` is set to something other than a no (``.ci/run`` sets ``CI=true``)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def unavailable(message: str) -> None:
     """Fail (under CI) or skip (elsewhere) with ``message``."""
-    if os.environ.get("CI"):
+    if under_ci():
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
 
