@@ -106,4 +106,6 @@ def merge(a: Report, b: Report) -> Report:
     out.outcomes = a.outcomes + b.outcomes
     out.reasons = a.reasons + b.reasons
     out.misrouted = a.misrouted + b.misrouted
+    changes = [c for c in (a.next_change_at, b.next_change_at) if c is not None]
+    out.next_change_at = min(changes, default=None)
     return out

@@ -89,3 +89,25 @@ async def test_the_earliest_due_change_bounds_the_sleep() -> None:
     finally:
         sweeper.request_stop()
         await task
+
+
+def test_merged_reports_keep_every_field_and_the_earliest_change() -> None:
+    """consumers.isolation.merge (a batch applied in halves) keeps what each half reported: every field
+    of Report, so that a field added later cannot be forgotten there."""
+    from collections import Counter
+    from dataclasses import fields
+
+    from consumers.isolation import merge
+
+    def report(n: int, change: int) -> Report:
+        marker: Any = [f"misrouted {n}"]  # stands for Misrouted records
+        return Report(n, n, Counter(applied=n), Counter(x=n), n, n, n, n, marker, next_change_at=change)
+
+    a, b = report(1, 30 * S), report(2, 20 * S)
+    merged = merge(a, b)
+    default = Report()
+    for f in fields(Report):
+        assert getattr(merged, f.name) != getattr(default, f.name), f.name
+    assert merged.next_change_at == 20 * S
+    assert merge(a, Report()).next_change_at == 30 * S
+    assert merge(Report(), Report()).next_change_at is None
