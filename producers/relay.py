@@ -186,6 +186,8 @@ class Relay:
         paths, meetings = superseded_entities((r.topic, r.key, r.value) for r in rows)
         self._to_supersede[0].update(paths)
         self._to_supersede[1].update(meetings)
+        if not paths and not meetings:
+            return  # rejections only: they carry no version, a late one is a repeat
         log.warning(
             "relay round failed after handing %d record(s) to Kafka%s: publishing a new version of %d "
             "tally(ies) and %d status(es) they are about, so that no late record stays the last of its key",
