@@ -171,7 +171,10 @@ class PipelineBench:
     # ------------------------------------------------------------------ plumbing
 
     def settings_for(self, topics: Topics, schema: str, group: str) -> Settings:
+        """The environment's settings (worker settings included: ``SESSION_TALLY_PRODUCERS=process`` is
+        measured as set) with this phase's topics, schema and group."""
         return Settings(
+            worker=self.settings.worker,
             kafka_bootstrap_servers=self.settings.kafka_bootstrap_servers,
             kafka_security=self.settings.kafka_security,
             replication_factor=self.settings.replication_factor,
