@@ -23,9 +23,9 @@ Invariants:
   ended, its lanes went to another relay, which published the same rows and newer versions before the
   frozen producer's records reached Kafka; or the database went away before the delete) waits until every
   record it handed is acknowledged or failed (at most :data:`SETTLE_S`), then publishes one more version
-  of every tally and status it handed (:func:`storage.republish.supersede`, through the outbox, retried
-  before any later round until it commits): whatever order the late records landed in, the last record
-  of each of those keys is a version higher than all of them.
+  of every tally and status it handed (:func:`storage.republish.supersede`, through the outbox; retried
+  every :data:`SUPERSEDE_RETRY_S` until it commits, later rounds going on meanwhile): whatever order the
+  late records landed in, the last record of each of those keys is a version higher than all of them.
 
 Metrics: messages published per output topic, the duration of each round that published something, and
 per message the commit -> publish latency (the row's age when read, by PostgreSQL's clock, plus the time
@@ -165,6 +165,12 @@ class Relay:
             return await self._round(started)
         except LanesMaybeLost as exc:
             log.warning("relay round abandoned, nothing deleted: %s", exc)
+            return 0
+        except Exception as exc:
+            if not isinstance(exc.__context__, LanesMaybeLost):
+                raise
+            # abandoned as above, and its session had been ended meanwhile (the rollback failed)
+            log.warning("relay round abandoned, nothing deleted: %s (%s)", exc.__context__, type(exc).__name__)
             return 0
         finally:
             if self._handed:  # the round failed after handing records: see the module's invariants
