@@ -109,11 +109,17 @@ async def program_page(request: Request) -> Response:
     user = require_user(request)
     web = state(request)
     program_id = request.path_params["program_id"]
-    program = await db_read(reads.program(web.db, program_id), None)
+    # what is pending is read BEFORE the program: a change applied while the program is read then still
+    # counts as pending on this page, whose script reloads it when the pipeline's answer arrives (read
+    # after, it would show the old settings with nothing pending and never reload)
     pending = web.pending.for_program(user.id, program_id)
+    pending_count = len(web.pending.for_user(user.id))
+    program = await db_read(reads.program(web.db, program_id), None)
     if program is None:
         if pending:  # just created by this user: wait for the pipeline
-            return render(request, "program_pending.html", program_id=program_id, pending=pending)
+            return render(
+                request, "program_pending.html", program_id=program_id, pending=pending, pending_count=pending_count
+            )
         raise HTTPException(404, f"program {program_id} is not known")
     paths = visible_path_views(web, user, program_id)
     if not user.sees_org(program.org_id) and not paths:
@@ -127,6 +133,7 @@ async def program_page(request: Request) -> Response:
         paths=paths,
         registered=len(registered),
         pending=pending,
+        pending_count=pending_count,
         can_change=user.role in E.ALLOWED_ROLES[E.SETTINGS_UPDATED],
         is_admin=can_read_admin_text(user, program.org_id),
         late_choices=LATE_CANCEL_CHOICES,
@@ -139,9 +146,10 @@ async def orgs_page(request: Request) -> Response:
     if user.role not in E.ALLOWED_ROLES[E.ORG_SET]:
         raise HTTPException(403, "only the support desk switches session management")
     web = state(request)
+    pending = web.pending.for_user(user.id)  # before the read, as on the program page
     orgs = await db_read(reads.orgs(web.db), {})
     known = sorted(set(orgs) | {u for x in web.users.by_id.values() for u in x.orgs})
-    return render(request, "orgs.html", orgs=orgs, known=known, pending=web.pending.for_user(user.id))
+    return render(request, "orgs.html", orgs=orgs, known=known, pending=pending, pending_count=len(pending))
 
 
 async def path_page(request: Request) -> Response:

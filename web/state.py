@@ -170,6 +170,8 @@ async def checked_form(request: Request) -> dict[str, str]:
 
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    """The page ``name`` with ``context`` over the base context (user, notices, ``pending_count``: a page
+    that reloads when a pending change is answered passes the count it read before its own reads)."""
     user = current_user(request)
     web = state(request)
     notices = web.pending.user_notices(user.id) if user else []

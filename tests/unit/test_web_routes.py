@@ -237,3 +237,32 @@ def test_participant_answers_and_support_switches_orgs(app: Any) -> None:
         ("pat", "meeting.confirmation_submitted", {"meeting_id": "m1", "occurred": True}),
         ("sue", "organization.session_management_set", {"enabled": True}),
     ]
+
+
+def test_a_change_applied_while_the_program_page_reads_still_reloads_the_page(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The e2e test of the settings form once failed in CI: the pipeline applied the change while the
+    program page read the program, so the page showed the old settings with nothing pending, and its
+    script never reloaded it. What is pending is read before the program now."""
+    from domain.model import Program
+    from web.pending import Change
+
+    web = app.state.web
+    change = Change("ev-1", "sue", "program.settings_updated", "org-1", "prog-1", None, None, 0, {})
+    web.pending.add(change)
+
+    async def program_applied_meanwhile(_engine: Any, program_id: str) -> Program:
+        web.pending.done(change)  # the pipeline's answer arrives during the read
+        return Program(program_id, "org-1", True, None, 3600, Decimal(10), created_at=0)
+
+    async def no_paths(_engine: Any, _program_id: str) -> list[str]:
+        return []
+
+    monkeypatch.setattr(routes_pages.reads, "program", program_applied_meanwhile)
+    monkeypatch.setattr(routes_pages.reads, "program_paths", no_paths)
+    client, _csrf = _client(app, "sue")
+    page = client.get("/programs/prog-1")
+    assert page.status_code == 200, page.text
+    body = re.search(r"<body[^>]*>", page.text).group(0)  # type: ignore[union-attr]
+    assert 'data-reload-on-notice="1"' in body and 'data-pending="1"' in body, body
