@@ -92,17 +92,17 @@ async def supersede(engine: AsyncEngine, paths: set[str], meetings: set[str], no
 
     async def work(conn: AsyncConnection) -> int:
         loaded = Loaded()
-        m = T.meetings
-        path_of: dict[str, str] = {}
+        path_of: dict[str, str] = {}  # meeting -> its path, to lock the paths before the meetings are read
         if meetings:
-            stmt = select(m.c.meeting_id, m.c.path_id).where(m.c.meeting_id == _any(sorted(meetings)))
-            rows = await conn.execute(stmt)
-            path_of = {r.meeting_id: r.path_id for r in rows}
+            mt = T.meetings
+            stmt = select(mt.c.meeting_id, mt.c.path_id).where(mt.c.meeting_id == _any(sorted(meetings)))
+            path_of = {r.meeting_id: r.path_id for r in await conn.execute(stmt)}
         await loaded.lock_paths(conn, paths | set(path_of.values()))
         await loaded.load_programs(conn, {p.program_id for p in loaded.state.paths.values()})
         await loaded.load_meetings(conn, set(path_of))
-        known = {m for m, p in path_of.items() if p in loaded.state.paths and m in loaded.state.meetings}
-        tallied = {p for p in paths if p in loaded.state.paths}
+        state = loaded.state
+        known = {meeting for meeting, path in path_of.items() if path in state.paths and meeting in state.meetings}
+        tallied = {p for p in paths if p in state.paths}
         loaded.refresh(now, known, tallied, again=frozenset(tallied), again_meetings=frozenset(known))
         await loaded.flush(conn)
         return len(loaded.outbox)
