@@ -21,6 +21,7 @@ from domain.engine import decode
 from domain.lifecycle import next_change_at, status_at
 from domain.model import Meeting, ParkedEvent, Path, Program, SettingsUpdate, State
 from domain.tally import tally
+from storage import driver as D
 from storage import messages as M
 from storage import outbox
 from storage import tables as T
@@ -35,6 +36,14 @@ def _any(values: list[str]) -> Any:
     Python); PostgreSQL still uses the index (ScalarArrayOp)."""
     as_json = cast(bindparam(None, dumps_text(values), type_=Text), JSON)
     return any_(func.array(select(func.json_array_elements_text(as_json)).scalar_subquery()))
+
+
+def _json(values: Any) -> tuple[str]:
+    """The parameter of :data:`storage.driver.ANY`: the values, sorted, as one JSON array."""
+    return (dumps_text(sorted(values)),)
+
+
+_PROGRAMS, _PATHS, _MEETINGS = D.columns(T.programs), D.columns(T.paths), D.columns(T.meetings)
 
 
 def event_key(event_id: str) -> str:
@@ -115,16 +124,14 @@ class Loaded:
     async def load_orgs(self, conn: AsyncConnection, org_ids: set[str]) -> None:
         if not org_ids:
             return
-        rows = await conn.execute(select(T.orgs).where(T.orgs.c.org_id == _any(sorted(org_ids))))
-        for r in rows:
+        for r in await D.fetch(conn, f"SELECT org_id, enabled FROM orgs WHERE org_id = {D.ANY}", _json(org_ids)):
             self.state.orgs[r.org_id] = r.enabled
 
     async def load_programs(self, conn: AsyncConnection, program_ids: set[str]) -> None:
         wanted = sorted(p for p in program_ids if p not in self.state.programs)
         if not wanted:
             return
-        rows = await conn.execute(select(T.programs).where(T.programs.c.program_id == _any(wanted)))
-        for r in rows:
+        for r in await D.fetch(conn, f"SELECT {_PROGRAMS} FROM programs WHERE program_id = {D.ANY}", _json(wanted)):
             self.state.programs[r.program_id] = _program_from_row(r)
 
     async def lock_paths(self, conn: AsyncConnection, path_ids: set[str], skip_locked: bool = False) -> list[str]:
@@ -132,10 +139,9 @@ class Loaded:
         wanted = sorted(p for p in path_ids if p not in self.state.paths)
         if not wanted:
             return []
-        stmt = select(T.paths).where(T.paths.c.path_id == _any(wanted)).order_by(T.paths.c.path_id)
-        stmt = stmt.with_for_update(skip_locked=skip_locked)
+        sql = f"SELECT {_PATHS} FROM paths WHERE path_id = {D.ANY} ORDER BY path_id FOR UPDATE"
         locked = []
-        for r in await conn.execute(stmt):
+        for r in await D.fetch(conn, sql + (" SKIP LOCKED" if skip_locked else ""), _json(wanted)):
             self.state.paths[r.path_id] = Path(
                 r.path_id, r.program_id, r.org_id, r.override_hours, r.override_at, r.changes
             )
@@ -151,7 +157,7 @@ class Loaded:
         wanted = sorted(m for m in meeting_ids if m not in self.state.meetings)
         if not wanted:
             return
-        for r in await conn.execute(select(T.meetings).where(T.meetings.c.meeting_id == _any(wanted))):
+        for r in await D.fetch(conn, f"SELECT {_MEETINGS} FROM meetings WHERE meeting_id = {D.ANY}", _json(wanted)):
             self._add_meeting_row(r)
 
     async def load_meetings_where(self, conn: AsyncConnection, condition: Any) -> list[str]:
@@ -166,10 +172,8 @@ class Loaded:
         if not event_ids:
             return
         by_key = {event_key(e): e for e in event_ids}
-        rows = await conn.execute(
-            select(T.processed_events.c.event_key).where(T.processed_events.c.event_key == _any(sorted(by_key)))
-        )
-        for (key,) in rows:
+        sql = f"SELECT event_key FROM processed_events WHERE event_key = {D.ANY}"
+        for (key,) in await D.fetch(conn, sql, _json(by_key)):
             self.state.seen.add(by_key[key])
 
     def add_parked_row(self, r: Any) -> ParkedEvent | None:

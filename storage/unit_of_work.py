@@ -32,8 +32,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import and_, bindparam, exists, func, or_, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import and_, exists, func, or_, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -49,8 +48,10 @@ from domain.engine import (
     release_waiting,
 )
 from domain.touches import Touches
+from storage import driver as D
 from storage import messages as M
 from storage import tables as T
+from storage.codec import dumps_text
 from storage.db import sqlstate_of
 from storage.rows import LOCAL_SEQ_BASE, Loaded, _any
 from storage.screening import Misrouted, Screen
@@ -61,6 +62,7 @@ log = logging.getLogger("session_tally.storage")
 # session ends after idle_in_transaction_session_timeout, see storage/db.py)
 RETRYABLE_SQLSTATES = {"40001", "40P01", "23505", "55P03"}
 MAX_ATTEMPTS = 8
+_PARKED = D.columns(T.parked)
 
 
 class OffsetGap(Exception):
@@ -273,16 +275,19 @@ class UnitOfWork:
         parts = sorted({(r.topic, r.partition) for r in records})
         if not parts:
             return []
-        t = T.consumer_offsets
-        await conn.execute(
-            pg_insert(t).on_conflict_do_nothing(),
-            [{"topic": topic, "partition": part, "next_offset": 0} for topic, part in parts],
+        wanted = (dumps_text([{"t": topic, "p": part} for topic, part in parts]),)
+        await D.execute(
+            conn,
+            "INSERT INTO consumer_offsets (topic, partition, next_offset) SELECT t, p, 0 "
+            "FROM json_to_recordset(%s::json) AS u(t text, p int) ORDER BY t, p ON CONFLICT DO NOTHING",
+            wanted,
         )
-        rows = await conn.execute(
-            select(t)
-            .where(tuple_(t.c.topic, t.c.partition).in_(parts))
-            .order_by(t.c.topic, t.c.partition)
-            .with_for_update()
+        rows = await D.fetch(
+            conn,
+            "SELECT c.topic, c.partition, c.next_offset FROM consumer_offsets c "
+            "JOIN json_to_recordset(%s::json) AS u(t text, p int) ON c.topic = u.t AND c.partition = u.p "
+            "ORDER BY c.topic, c.partition FOR UPDATE OF c",
+            wanted,
         )
         next_offset = {(r.topic, r.partition): r.next_offset for r in rows}
         first: dict[tuple[str, int], int] = {}
@@ -301,12 +306,11 @@ class UnitOfWork:
             last[key] = max(last.get(key, -1), r.offset)
         if not last:
             return
-        t = T.consumer_offsets
-        await conn.execute(
-            update(t)
-            .where(and_(t.c.topic == bindparam("b_topic"), t.c.partition == bindparam("b_partition")))
-            .values(next_offset=bindparam("b_next")),
-            [{"b_topic": k[0], "b_partition": k[1], "b_next": v + 1} for k, v in sorted(last.items())],
+        await D.execute(
+            conn,
+            "UPDATE consumer_offsets c SET next_offset = u.n "
+            "FROM json_to_recordset(%s::json) AS u(t text, p int, n bigint) WHERE c.topic = u.t AND c.partition = u.p",
+            (dumps_text([{"t": k[0], "p": k[1], "n": v + 1} for k, v in sorted(last.items())]),),
         )
 
     async def _lock_programs(self, conn: AsyncConnection, keys: Touches, held: dict[int, bool]) -> None:
@@ -323,13 +327,12 @@ class UnitOfWork:
             return
         held.update(locks)
         ordered = sorted(locks.items())
-        await conn.execute(
-            text(
-                f"SELECT count(CASE WHEN x THEN pg_advisory_xact_lock({PROGRAM_LOCK_CLASS}, k) "
-                f"ELSE pg_advisory_xact_lock_shared({PROGRAM_LOCK_CLASS}, k) END) "
-                "FROM (SELECT k, x FROM unnest(CAST(:ks AS int[]), CAST(:xs AS boolean[])) AS t(k, x) ORDER BY k) s"
-            ),
-            {"ks": [k for k, _ in ordered], "xs": [x for _, x in ordered]},
+        await D.execute(
+            conn,
+            f"SELECT count(CASE WHEN x THEN pg_advisory_xact_lock({PROGRAM_LOCK_CLASS}, k) "
+            f"ELSE pg_advisory_xact_lock_shared({PROGRAM_LOCK_CLASS}, k) END) "
+            "FROM (SELECT k, x FROM json_to_recordset(%s::json) AS t(k int, x boolean) ORDER BY k) s",
+            (dumps_text([{"k": k, "x": x} for k, x in ordered]),),
         )
 
     async def _load_waiting(
@@ -339,19 +342,15 @@ class UnitOfWork:
         create in turn; their ids join the batch's keys."""
         asked: set[tuple[str, str]] = set()
         pending = keys.wait_keys() | extra
-        p = T.parked
         while pending - asked:
             batch = sorted(pending - asked)
             asked |= set(batch)
             wanted = set(batch)
-            rows = await conn.execute(
-                select(p)
-                .where(
-                    p.c.wait_kind == _any(sorted({k for k, _ in batch})),
-                    p.c.wait_key == _any(sorted({v for _, v in batch})),
-                )
-                .order_by(p.c.seq)
-                .with_for_update(skip_locked=True)
+            rows = await D.fetch(
+                conn,
+                f"SELECT {_PARKED} FROM parked WHERE wait_kind = {D.ANY} AND wait_key = {D.ANY} "
+                "ORDER BY seq FOR UPDATE SKIP LOCKED",
+                (dumps_text(sorted({k for k, _ in batch})), dumps_text(sorted({v for _, v in batch}))),
             )
             for r in rows:
                 if (r.wait_kind, r.wait_key) not in wanted or r.seq in loaded.state.parked:

@@ -52,6 +52,7 @@ from domain.timefmt import parse_instant
 from session_tally.config import Settings
 from session_tally.snapshot import read_snapshot
 from session_tally.traffic import TrafficConfig, generate
+from storage import outbox
 from storage.messages import LANES
 from storage.outbox import channel as notify_channel
 from tests.integration.pipeline_helpers import (
@@ -106,7 +107,7 @@ def _relay_sending(obs: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         x
         for x in obs["sessions"]
-        if x["lanes"] and x["state"] == "idle in transaction" and x["query"].startswith("SELECT outbox.id")
+        if x["lanes"] and x["state"] == "idle in transaction" and x["query"].startswith(outbox.READ_ROWS[:40])
     ]
 
 
