@@ -288,6 +288,7 @@ class Relay:
             _still_fresh(fresh_until)
             handed: tuple[list[Any], Any] = ([rows[i] for i in members], None)
             self._handed.append(handed)
+            builder.close()  # complete: sent at the sender's next turn, not after linger_ms
             future = await self.producer.send_batch(builder, topic, partition=partition)
             self._handed[-1] = (handed[0], future)
             futures.append(future)

@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from psycopg.rows import namedtuple_row
@@ -28,10 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 ANY = "ANY(array(SELECT json_array_elements_text(%s::json)))"
 
 
-def columns(table: Any) -> str:
+def columns(table: Any, as_text: frozenset[str] = frozenset()) -> str:
     """Every column of a SQLAlchemy table, quoted, in its order: what ``select(table)`` reads
-    (storage/tables.py stays the one place that names them)."""
-    return ", ".join(f'"{c.name}"' for c in table.c)
+    (storage/tables.py stays the one place that names them); those in ``as_text`` are read as their
+    text (a ``jsonb`` column the caller decodes itself)."""
+    return ", ".join(f'"{c.name}"::text AS "{c.name}"' if c.name in as_text else f'"{c.name}"' for c in table.c)
 
 
 async def driver(conn: AsyncConnection) -> Any:
@@ -54,3 +56,14 @@ async def execute(conn: AsyncConnection, sql: str, params: tuple[Any, ...] | Non
     raw = await driver(conn)
     async with raw.cursor() as cur:
         await cur.execute(sql, params)
+
+
+async def copy_rows(cur: Any, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    """``COPY ... FROM STDIN`` of these rows on a psycopg cursor: each row formatted by psycopg's own
+    (C) formatter, without a coroutine per row (``write_row``); the data goes out in the formatter's
+    chunks, in order, and what is left with the end of the COPY."""
+    async with cur.copy(sql) as copy:
+        formatter = copy.formatter
+        chunks = [chunk for row in rows if (chunk := formatter.write_row(row))]
+        for chunk in chunks:
+            await copy.write(chunk)

@@ -39,10 +39,14 @@ def channel(schema: str) -> str:
 
 async def write_rows(cur: Any, rows: Sequence[M.OutboxRow]) -> None:
     """COPY the rows in (psycopg cursor of the writing transaction), then NOTIFY the relays."""
-    async with cur.copy('COPY outbox ("lane", "topic", "key", "value", "headers") FROM STDIN') as copy:
-        for r in rows:
-            headers = None if r.headers is None else dumps_text(M.store_headers(r.headers))
-            await copy.write_row((r.lane, r.topic, r.key, r.value, headers))
+    await D.copy_rows(
+        cur,
+        'COPY outbox ("lane", "topic", "key", "value", "headers") FROM STDIN',
+        (
+            (r.lane, r.topic, r.key, r.value, None if r.headers is None else dumps_text(M.store_headers(r.headers)))
+            for r in rows
+        ),
+    )
     await cur.execute(NOTIFY)
 
 
