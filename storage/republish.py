@@ -24,11 +24,13 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
+import psycopg
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storage import tables as T
+from storage.db import sqlstate_of
 from storage.messages import STATUSES, TALLIES
 from storage.rows import Loaded, _any
 from storage.unit_of_work import MAX_ATTEMPTS, RETRYABLE_SQLSTATES
@@ -117,9 +119,9 @@ async def _in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection],
         try:
             async with engine.begin() as conn:
                 return await work(conn)
-        except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES or attempt == MAX_ATTEMPTS:
+        except (DBAPIError, psycopg.Error) as exc:  # psycopg's own: from the statements of storage/driver.py
+            if sqlstate_of(exc) not in RETRYABLE_SQLSTATES or attempt == MAX_ATTEMPTS:
                 raise
-            log.info("retrying a republish transaction after %s (attempt %d)", exc.orig, attempt)
+            log.info("retrying a republish transaction after %s (attempt %d)", sqlstate_of(exc), attempt)
             await asyncio.sleep(0.01 * attempt)
     raise AssertionError("unreachable")
