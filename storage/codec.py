@@ -26,3 +26,12 @@ def dumps_text(value: Any) -> str:
         return orjson.dumps(value).decode("utf-8")
     except TypeError:
         return json.dumps(value, separators=(",", ":"))
+
+
+def loads_own(text: str) -> Any:
+    """Decode JSON that :func:`dumps_text` wrote (read back from PostgreSQL as text), by orjson.
+
+    Only for this process's own documents: orjson reads an integer beyond 64 bits as a float where
+    the standard library keeps it exact, and :func:`dumps_text` never writes one (it falls back to
+    the standard library for them, which only happens for values the pipeline does not produce)."""
+    return orjson.loads(text)

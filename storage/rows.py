@@ -13,7 +13,6 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from sqlalchemy import JSON, Text, any_, bindparam, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -26,7 +25,7 @@ from storage import driver as D
 from storage import messages as M
 from storage import outbox
 from storage import tables as T
-from storage.codec import dumps_text
+from storage.codec import dumps_text, loads_own
 
 LOCAL_SEQ_BASE = 1 << 62  # seqs of events parked in this transaction, renumbered on insert
 
@@ -45,9 +44,8 @@ def _json(values: Any) -> tuple[str]:
 
 
 _PROGRAMS, _MEETINGS = D.columns(T.programs), D.columns(T.meetings)
-# the last tally is decoded by orjson (psycopg's jsonb loader is the standard library's, a tenth of the
-# cost of locking and loading a path); it only ever holds what tally_content wrote: no integer beyond
-# 64 bits, on which the two decoders differ
+# the last tally is read as text and decoded by codec.loads_own (psycopg's jsonb loader is the standard
+# library's: a tenth of the cost of locking and loading a path); it only ever holds what flush wrote
 _PATHS = D.columns(T.paths, as_text=frozenset({"last_tally"}))
 
 
@@ -150,7 +148,7 @@ class Loaded:
             self.state.paths[r.path_id] = Path(
                 r.path_id, r.program_id, r.org_id, r.override_hours, r.override_at, r.changes
             )
-            last = None if r.last_tally is None else orjson.loads(r.last_tally)
+            last = None if r.last_tally is None else loads_own(r.last_tally)
             self.books[r.path_id] = PathBook(r.counts, r.minutes, r.tally_version, last)
             locked.append(r.path_id)
         return locked
