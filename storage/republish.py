@@ -33,7 +33,7 @@ from storage import tables as T
 from storage.db import sqlstate_of
 from storage.messages import STATUSES, TALLIES
 from storage.rows import Loaded, _any
-from storage.unit_of_work import MAX_ATTEMPTS, RETRYABLE_SQLSTATES
+from storage.unit_of_work import MAX_ATTEMPTS, retryable
 
 log = logging.getLogger("session_tally.storage")
 R = TypeVar("R")
@@ -120,7 +120,7 @@ async def _in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection],
             async with engine.begin() as conn:
                 return await work(conn)
         except (DBAPIError, psycopg.Error) as exc:  # psycopg's own: from the statements of storage/driver.py
-            if sqlstate_of(exc) not in RETRYABLE_SQLSTATES or attempt == MAX_ATTEMPTS:
+            if not retryable(exc) or attempt == MAX_ATTEMPTS:
                 raise
             log.info("retrying a republish transaction after %s (attempt %d)", sqlstate_of(exc), attempt)
             await asyncio.sleep(0.01 * attempt)

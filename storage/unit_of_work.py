@@ -102,7 +102,8 @@ def _lock_key(kind: str, key: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{kind}:{key}".encode(), digest_size=4).digest(), "big", signed=True)
 
 
-def _retryable(exc: BaseException) -> bool:
+def retryable(exc: BaseException) -> bool:
+    """A failure that a fresh attempt of the same transaction can pass (see RETRYABLE_SQLSTATES)."""
     return sqlstate_of(exc) in RETRYABLE_SQLSTATES
 
 
@@ -126,7 +127,7 @@ class UnitOfWork:
                     result.attempts = attempt
                 return result
             except (DBAPIError, psycopg.Error) as exc:  # psycopg's own: from a COPY on the driver's connection
-                if not _retryable(exc) or attempt == MAX_ATTEMPTS:
+                if not retryable(exc) or attempt == MAX_ATTEMPTS:
                     raise
                 log.info("retrying a transaction after %s (attempt %d)", sqlstate_of(exc), attempt)
                 await asyncio.sleep(0.01 * attempt)
